@@ -1,0 +1,121 @@
+//! WeChat-shaped errors and failure injection.
+//!
+//! Owns the error codes the emulator answers with, the `rid` WeChat appends to every
+//! errmsg, and the dice roll that decides whether a token-endpoint call fails.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use rand::Rng;
+use rand::seq::IndexedRandom;
+
+use crate::FailKind;
+
+/// A WeChat error: errcode plus the errmsg text before the rid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WxError {
+    pub code: i64,
+    pub text: &'static str,
+}
+
+impl WxError {
+    const fn new(code: i64, text: &'static str) -> Self {
+        Self { code, text }
+    }
+
+    pub const SYSTEM_ERROR: Self = Self::new(-1, "system error");
+    pub const INVALID_CREDENTIAL: Self = Self::new(
+        40001,
+        "invalid credential, access_token is invalid or not latest",
+    );
+    pub const INVALID_GRANT_TYPE: Self = Self::new(40002, "invalid grant_type");
+    pub const INVALID_APPID: Self = Self::new(40013, "invalid appid");
+    pub const INVALID_APPSECRET: Self = Self::new(40125, "invalid appsecret");
+    pub const TOKEN_MISSING: Self = Self::new(41001, "access_token missing");
+    pub const APPID_MISSING: Self = Self::new(41002, "appid missing");
+    pub const SECRET_MISSING: Self = Self::new(41004, "appsecret missing");
+    pub const TOKEN_EXPIRED: Self = Self::new(42001, "access_token expired");
+    pub const DAILY_QUOTA: Self = Self::new(45009, "reach max api daily quota limit");
+    pub const DATA_FORMAT: Self = Self::new(47001, "data format error");
+}
+
+impl IntoResponse for WxError {
+    /// WeChat answers errcode errors with HTTP 200 and a fresh rid in errmsg.
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "errcode": self.code,
+            "errmsg": format!("{} rid: {}", self.text, new_rid()),
+        });
+        (StatusCode::OK, axum::Json(body)).into_response()
+    }
+}
+
+/// A request id shaped like WeChat's, e.g. `6746a1b2-3c4d5e6f-7a8b9c0d`: the first
+/// group is the Unix time in hex (as on WeChat), the others random.
+pub(crate) fn new_rid() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let mut rng = rand::rng();
+    // Truncation to 32 bits is intended: WeChat's first group is 8 hex digits too.
+    format!(
+        "{:08x}-{:08x}-{:08x}",
+        secs as u32,
+        rng.random::<u32>(),
+        rng.random::<u32>()
+    )
+}
+
+/// Rolls the dice for one token-endpoint call: `Some(kind)` if it should fail.
+pub(crate) fn roll(fail_rate: f64, kinds: &[FailKind]) -> Option<FailKind> {
+    if fail_rate <= 0.0 {
+        return None;
+    }
+    let mut rng = rand::rng();
+    // random::<f64>() is in [0, 1), so a rate of 1.0 always fails.
+    if rng.random::<f64>() < fail_rate {
+        kinds.choose(&mut rng).copied()
+    } else {
+        None
+    }
+}
+
+/// The answer for an injected failure that does not proceed to issue a token.
+pub(crate) fn failure_response(kind: FailKind) -> Response {
+    match kind {
+        // Timeout proceeds (after hanging) and never gets here; busy is the safe answer.
+        FailKind::SystemBusy | FailKind::Timeout => WxError::SYSTEM_ERROR.into_response(),
+        FailKind::Http500 => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "500 Internal Server Error (injected by wechat-emulator)",
+        )
+            .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rid_has_three_hex_groups() {
+        let rid = new_rid();
+        let groups: Vec<&str> = rid.split('-').collect();
+        assert_eq!(groups.len(), 3, "{rid}");
+        for g in groups {
+            assert_eq!(g.len(), 8, "{rid}");
+            assert!(g.chars().all(|c| c.is_ascii_hexdigit()), "{rid}");
+        }
+    }
+
+    #[test]
+    fn roll_respects_extremes() {
+        assert_eq!(roll(0.0, &FailKind::ALL), None);
+        assert_eq!(roll(1.0, &[]), None);
+        for _ in 0..100 {
+            assert_eq!(roll(1.0, &[FailKind::Http500]), Some(FailKind::Http500));
+        }
+    }
+}
