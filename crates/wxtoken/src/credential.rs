@@ -1,0 +1,176 @@
+//! Domain types shared by the keeper, the store and the upstream client: what a
+//! credential is called, what one fetched value looks like, and how fresh it is.
+//!
+//! This module imports nothing else of the crate, so every other layer can depend on it.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What kind of credential a key names. Only access tokens exist so far; tickets and
+/// third-party tokens will join this enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CredentialKind {
+    /// The access_token of an official account or mini program.
+    AccessToken,
+}
+
+impl CredentialKind {
+    /// The stable name used in storage keys and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::AccessToken => "access_token",
+        }
+    }
+
+    /// Parses the name written by [`CredentialKind::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "access_token" => Some(CredentialKind::AccessToken),
+            _ => None,
+        }
+    }
+}
+
+/// Names one credential: the configured app id (the `{app}` in URLs) and what kind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CredentialKey {
+    /// The configured app id, e.g. `shop`; not WeChat's appid.
+    pub app: String,
+    pub kind: CredentialKind,
+}
+
+impl CredentialKey {
+    pub fn access_token(app: impl Into<String>) -> Self {
+        Self {
+            app: app.into(),
+            kind: CredentialKind::AccessToken,
+        }
+    }
+}
+
+impl fmt::Display for CredentialKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.app, self.kind.as_str())
+    }
+}
+
+/// A number that only grows: each new value of a credential gets the next one, so
+/// an old value can never overwrite a newer one and a client can tell them apart.
+pub type Generation = u64;
+
+/// One value WeChat issued, with its own freshness rule.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    /// The secret value itself. Never logged whole: see [`Token::redacted`].
+    pub value: String,
+    /// Unix milliseconds after which WeChat no longer accepts it (from `expires_in`).
+    pub expires_at_ms: u64,
+    /// Unix milliseconds when it was fetched.
+    pub fetched_at_ms: u64,
+    /// The `expires_in` WeChat returned with it, in seconds: the lifetime the keeper
+    /// plans refreshes from (a stable-mode repeat returns less than 7200).
+    pub lifetime_secs: u64,
+    pub generation: Generation,
+}
+
+impl Token {
+    /// Milliseconds left at `now_ms`, zero once expired.
+    pub fn remaining_ms(&self, now_ms: u64) -> u64 {
+        self.expires_at_ms.saturating_sub(now_ms)
+    }
+
+    /// Whole seconds left at `now_ms`, what `expires_in` tells a client.
+    pub fn expires_in_secs(&self, now_ms: u64) -> u64 {
+        self.remaining_ms(now_ms) / 1000
+    }
+
+    /// Whether the token can still be handed out with at least `min_left_ms` to spare.
+    pub fn usable(&self, now_ms: u64, min_left_ms: u64) -> bool {
+        self.remaining_ms(now_ms) > min_left_ms
+    }
+
+    /// The first characters only, for logs.
+    pub fn redacted(&self) -> Redacted<'_> {
+        Redacted(&self.value)
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("value", &self.redacted())
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("fetched_at_ms", &self.fetched_at_ms)
+            .field("lifetime_secs", &self.lifetime_secs)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+/// Shows at most the first 6 characters of a secret value.
+pub struct Redacted<'a>(pub &'a str);
+
+impl fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let head: String = self.0.chars().take(6).collect();
+        write!(f, "{head}…")
+    }
+}
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Wall-clock unix milliseconds. Expiry is absolute so it survives restarts.
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
+/// The WeChat day (Beijing time, UTC+8) a unix-millisecond instant falls in, as
+/// `YYYY-MM-DD`: WeChat's daily quotas reset at Beijing midnight.
+pub fn wechat_day(unix_ms: u64) -> String {
+    let offset = time::macros::offset!(+8);
+    let at = time::OffsetDateTime::from_unix_timestamp((unix_ms / 1000) as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .to_offset(offset);
+    let d = at.date();
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+/// Unix milliseconds of the next Beijing midnight after `unix_ms`.
+pub fn next_wechat_midnight_ms(unix_ms: u64) -> u64 {
+    const DAY_MS: u64 = 86_400_000;
+    const OFFSET_MS: u64 = 8 * 3_600_000;
+    ((unix_ms + OFFSET_MS) / DAY_MS + 1) * DAY_MS - OFFSET_MS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wechat_day_is_beijing_time() {
+        // 2024-01-01T15:59:59Z is 23:59:59 in Beijing; one second later is the next day.
+        assert_eq!(wechat_day(1_704_124_799_000), "2024-01-01");
+        assert_eq!(wechat_day(1_704_124_800_000), "2024-01-02");
+        assert_eq!(
+            next_wechat_midnight_ms(1_704_124_799_000),
+            1_704_124_800_000
+        );
+        assert_eq!(
+            next_wechat_midnight_ms(1_704_124_800_000),
+            1_704_211_200_000
+        );
+    }
+
+    #[test]
+    fn redacted_shows_only_a_prefix() {
+        assert_eq!(Redacted("ACCESS_TOKEN_VALUE").to_string(), "ACCESS…");
+        assert_eq!(Redacted("abc").to_string(), "abc…");
+    }
+}

@@ -1,0 +1,150 @@
+//! The one error type at the HTTP edge and its JSON shape:
+//! `{"error": {"code": "snake_case", "message": "...", "wechat_errcode"?, "rid"?}}`.
+//! Internal detail is logged where it happened, never sent.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::keeper::{Failure, KeeperError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("no app `{0}` is configured")]
+    AppNotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("no such path")]
+    NotFound,
+    #[error("this path does not accept that method")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    NotReady(String),
+    #[error("{message}")]
+    TokenUnavailable {
+        message: String,
+        retry_in: Option<Duration>,
+    },
+    #[error("{message}")]
+    Upstream {
+        message: String,
+        wechat_errcode: Option<i64>,
+        rid: Option<String>,
+        retry_in: Option<Duration>,
+    },
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wechat_errcode: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rid: Option<&'a str>,
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::AppNotFound(_) => (StatusCode::NOT_FOUND, "app_not_found"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            ApiError::TokenUnavailable { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable")
+            }
+            ApiError::Upstream { .. } => (StatusCode::BAD_GATEWAY, "upstream_error"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let (wechat_errcode, rid, retry_in) = match &self {
+            ApiError::Upstream {
+                wechat_errcode,
+                rid,
+                retry_in,
+                ..
+            } => (*wechat_errcode, rid.as_deref(), *retry_in),
+            ApiError::TokenUnavailable { retry_in, .. } => (None, None, *retry_in),
+            _ => (None, None, None),
+        };
+        let body = Body {
+            error: Detail {
+                code,
+                message: self.to_string(),
+                wechat_errcode,
+                rid,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Some(retry_in) = retry_in {
+            let secs = retry_in.as_secs().max(1);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<KeeperError> for ApiError {
+    fn from(e: KeeperError) -> Self {
+        match e {
+            KeeperError::UnknownApp(app) => ApiError::AppNotFound(app),
+            KeeperError::Unavailable(message) => ApiError::TokenUnavailable {
+                message,
+                retry_in: None,
+            },
+            KeeperError::Upstream { failure, retry_in } => match failure.as_ref() {
+                Failure::Upstream(u) => {
+                    let mut message = match u.errcode {
+                        Some(code) => {
+                            format!("WeChat refused the token request ({code}): {}", u.message)
+                        }
+                        None => format!("the token request to WeChat failed: {}", u.message),
+                    };
+                    if let Some(wait) = retry_in {
+                        message.push_str(&format!("; next attempt in {}s", wait.as_secs()));
+                    }
+                    ApiError::Upstream {
+                        message,
+                        wechat_errcode: u.errcode,
+                        rid: u.rid.clone(),
+                        retry_in,
+                    }
+                }
+                other => ApiError::TokenUnavailable {
+                    message: other.to_string(),
+                    retry_in,
+                },
+            },
+        }
+    }
+}

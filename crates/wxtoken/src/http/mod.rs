@@ -1,0 +1,94 @@
+//! The HTTP API (v1): routes mirror the URL tree, one file per resource. Routes talk only
+//! to the keeper; auth runs first as an extractor.
+
+mod apps;
+pub mod auth;
+pub mod error;
+mod health;
+mod tokens;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::de::DeserializeOwned;
+
+use crate::config::ClientSettings;
+use crate::keeper::Keeper;
+use crate::store::Store;
+use error::ApiError;
+
+/// Request bodies above this are refused with 413: every body we accept is tiny.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The one state handle, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub keeper: Keeper,
+    /// Every configured client; looked up by key digest.
+    pub clients: Arc<[Arc<ClientSettings>]>,
+    /// For readiness only; routes never read or write it.
+    pub store: Arc<dyn Store>,
+    /// Renders /metrics.
+    pub metrics: PrometheusHandle,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("keeper", &self.keeper)
+            .field("clients", &self.clients.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// All routes with their state.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/apps", get(apps::list))
+        .route("/v1/apps/{app}", get(apps::show))
+        .route("/v1/apps/{app}/access_token", get(tokens::access_token))
+        .route(
+            "/v1/apps/{app}/access_token/invalidate",
+            post(tokens::invalidate),
+        )
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Parses a JSON body, naming the offending field on error. Content-Type is not
+/// required (curl's `-d` sends a form type); the body must be JSON all the same.
+pub fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(format!("the body must be at most {MAX_BODY_BYTES} bytes"))
+        } else {
+            ApiError::BadRequest(format!("could not read the body: {rejection}"))
+        }
+    })?;
+    if body.is_empty() {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            ApiError::BadRequest(format!("invalid JSON body: {inner}"))
+        } else {
+            ApiError::BadRequest(format!("invalid JSON body: field `{path}`: {inner}"))
+        }
+    })
+}

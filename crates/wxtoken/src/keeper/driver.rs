@@ -1,0 +1,319 @@
+//! The driver: one task per credential, and the only code that calls WeChat for it.
+//! It sleeps until a refresh is due, a backoff ends, or a caller leaves a demand; then
+//! decides what (if anything) to fetch, fetches, installs and publishes the outcome.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::schedule::{self, serveable};
+use super::slot::{Demand, ErrorRecord, Slot};
+use super::{Ctx, Failure};
+use crate::config::TokenMode;
+use crate::credential::{Token, next_wechat_midnight_ms, unix_now_ms};
+use crate::wechat::{Fetched, TokenRequest, UpstreamError};
+
+/// In classic mode every fetch issues a new token and kills the previous one, so a
+/// client reporting a token this fresh as dead is more likely confused than right; we
+/// do not let such reports burn quota. (A new classic token cannot be killed by another
+/// fetch for 5 minutes; only a secret reset kills it sooner.) Short-lived tokens use a
+/// tenth of their lifetime instead.
+const INVALIDATE_COOLDOWN: Duration = Duration::from_secs(10);
+
+/// What the driver will do in one round.
+enum Plan {
+    /// Nothing to fetch: the current value already satisfies everyone waiting.
+    Idle,
+    /// Do not call WeChat (backing off); waiting callers get this failure.
+    Answer(Arc<Failure>),
+    /// Call WeChat. `invalidating` is the value a client reported dead, if that is why.
+    Fetch { invalidating: Option<String> },
+}
+
+pub(super) async fn run(slot: Arc<Slot>, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    let mut served = 0;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let demand = slot.take_demand(served);
+        if demand.is_none() {
+            let due = next_due(&slot);
+            if due > Instant::now() {
+                tokio::select! {
+                    () = tokio::time::sleep_until(due) => {}
+                    () = slot.wake.notified() => {}
+                    _ = shutdown.changed() => return,
+                }
+                continue;
+            }
+        }
+        let result = match plan(&slot, &ctx, demand.as_ref()) {
+            Plan::Idle => Ok(()),
+            Plan::Answer(failure) => Err(failure),
+            Plan::Fetch { invalidating } => refresh(&slot, &ctx, invalidating).await,
+        };
+        if let Some(demand) = demand {
+            served = demand.seq;
+            slot.outcome.send_modify(|o| {
+                o.served_seq = served;
+                o.failure = result.err();
+            });
+        }
+    }
+}
+
+/// When the driver must next act without being asked.
+fn next_due(slot: &Slot) -> Instant {
+    let now = Instant::now();
+    let health = slot.health();
+    if let Some(until) = health.backoff_until.filter(|until| *until > now) {
+        return until;
+    }
+    match slot.current.load().as_deref() {
+        Some(token) if serveable(token, unix_now_ms(), Duration::ZERO) => {
+            health.refresh_at.unwrap_or(now)
+        }
+        _ => now,
+    }
+}
+
+fn plan(slot: &Slot, ctx: &Ctx, demand: Option<&Demand>) -> Plan {
+    let now = Instant::now();
+    let now_ms = unix_now_ms();
+    let current = slot.current.load_full();
+    let health = slot.health();
+    let backing_off = health.backoff_until.is_some_and(|until| until > now);
+    let held_back = || {
+        let failure = health
+            .last_error
+            .as_ref()
+            .map(|e| e.failure.clone())
+            .unwrap_or_else(|| Arc::new(Failure::Unavailable("backing off after an error".into())));
+        Plan::Answer(failure)
+    };
+    let usable = current
+        .as_deref()
+        .filter(|t| serveable(t, now_ms, Duration::ZERO));
+
+    if let Some(demand) = demand {
+        if let (Some(dead), Some(token)) = (demand.invalidate, usable) {
+            if token.generation == dead {
+                if backing_off {
+                    return held_back();
+                }
+                if slot.app.mode == TokenMode::Classic && too_fresh_to_doubt(token, now_ms) {
+                    return Plan::Idle;
+                }
+                return Plan::Fetch {
+                    invalidating: Some(token.value.clone()),
+                };
+            }
+        }
+        match usable {
+            None if backing_off => return held_back(),
+            None => return Plan::Fetch { invalidating: None },
+            Some(token) if demand.min_left_ms > 0 => {
+                let min_left = Duration::from_millis(demand.min_left_ms);
+                if !serveable(token, now_ms, min_left) {
+                    if backing_off {
+                        return held_back();
+                    }
+                    let fresh_would_do = demand.min_left_ms < token.lifetime_secs * 1000;
+                    // Stable mode renews only inside WeChat's window; a call earlier
+                    // would just return the same token.
+                    let wechat_would_renew = slot.app.mode == TokenMode::Classic
+                        || Duration::from_millis(token.remaining_ms(now_ms))
+                            <= schedule::refresh_ahead(token, slot.app.mode, &ctx.settings);
+                    if fresh_would_do && wechat_would_renew {
+                        return Plan::Fetch { invalidating: None };
+                    }
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    if backing_off {
+        return Plan::Idle;
+    }
+    match usable {
+        None => Plan::Fetch { invalidating: None },
+        Some(_) if health.refresh_at.is_none_or(|at| at <= now) => {
+            Plan::Fetch { invalidating: None }
+        }
+        Some(_) => Plan::Idle,
+    }
+}
+
+fn too_fresh_to_doubt(token: &Token, now_ms: u64) -> bool {
+    let cooldown = INVALIDATE_COOLDOWN.min(Duration::from_secs(token.lifetime_secs) / 10);
+    now_ms.saturating_sub(token.fetched_at_ms) < cooldown.as_millis() as u64
+}
+
+/// One refresh: a normal call, and in stable mode a force_refresh if WeChat hands back
+/// the very token a client reported dead.
+async fn refresh(slot: &Slot, ctx: &Ctx, invalidating: Option<String>) -> Result<(), Arc<Failure>> {
+    let token = call(slot, ctx, false).await?;
+    let Some(dead) = invalidating else {
+        return Ok(());
+    };
+    if slot.app.mode != TokenMode::Stable || token.value != dead {
+        return Ok(());
+    }
+    if let Err(why) = force_allowed(slot, ctx) {
+        warn!(app = %slot.key.app, "token reported dead but WeChat returns it again; {why}");
+        let failure = Arc::new(Failure::ForceRefused(why));
+        slot.health().last_error = Some(ErrorRecord {
+            failure: failure.clone(),
+            at_ms: unix_now_ms(),
+        });
+        return Err(failure);
+    }
+    call(slot, ctx, true).await.map(|_| ())
+}
+
+fn force_allowed(slot: &Slot, ctx: &Ctx) -> Result<(), String> {
+    let now_ms = unix_now_ms();
+    let health = slot.health();
+    let interval = ctx.settings.force_refresh_min_interval;
+    if let Some(last) = health.last_force_ms {
+        let since = Duration::from_millis(now_ms.saturating_sub(last));
+        if since < interval {
+            return Err(format!(
+                "the last force_refresh was {}s ago; WeChat ignores them less than {}s apart",
+                since.as_secs(),
+                interval.as_secs()
+            ));
+        }
+    }
+    let budget = ctx.settings.force_refresh_daily_budget;
+    if health.calls_today("stable_token_force", now_ms) >= u64::from(budget) {
+        return Err(format!(
+            "the daily force_refresh budget ({budget}) is used up"
+        ));
+    }
+    Ok(())
+}
+
+/// One upstream call, counted, with its result installed or recorded.
+async fn call(slot: &Slot, ctx: &Ctx, force: bool) -> Result<Arc<Token>, Arc<Failure>> {
+    let started_ms = unix_now_ms();
+    let request = TokenRequest {
+        appid: &slot.app.appid,
+        secret: &slot.app.secret,
+        mode: slot.app.mode,
+        force_refresh: force,
+    };
+    let api = request.api_name();
+    let day = {
+        let mut health = slot.health();
+        if force {
+            health.last_force_ms = Some(started_ms);
+        }
+        health.count_call(api, started_ms)
+    };
+    let app = slot.key.app.clone();
+    metrics::counter!("wxtoken_upstream_calls_total", "app" => app.clone(), "api" => api)
+        .increment(1);
+    // The counter is durable but must not delay the call.
+    let store = ctx.store.clone();
+    tokio::spawn(async move {
+        if let Err(e) = store.add_usage(day, app.clone(), api, 1).await {
+            warn!(app = %app, error = %e, "could not persist the upstream call counter");
+        }
+    });
+
+    match ctx.api.fetch_access_token(request).await {
+        Ok(fetched) => Ok(install(slot, ctx, fetched, started_ms).await),
+        Err(error) => Err(record_failure(slot, error, api)),
+    }
+}
+
+async fn install(slot: &Slot, ctx: &Ctx, fetched: Fetched, started_ms: u64) -> Arc<Token> {
+    let previous = slot.current.load_full();
+    let (generation, fetched_at_ms, renewed) = match previous.as_deref() {
+        Some(p) if p.value == fetched.access_token => (p.generation, p.fetched_at_ms, false),
+        Some(p) => (p.generation + 1, started_ms, true),
+        None => (1, started_ms, true),
+    };
+    // Expiry counts from when the request left, so it is never later than WeChat's.
+    let token = Arc::new(Token {
+        value: fetched.access_token,
+        expires_at_ms: started_ms + fetched.expires_in * 1000,
+        fetched_at_ms,
+        lifetime_secs: fetched.expires_in,
+        generation,
+    });
+    slot.current.store(Some(token.clone()));
+    let delay = schedule::refresh_delay(&token, slot.app.mode, &ctx.settings, unix_now_ms());
+    {
+        let mut health = slot.health();
+        health.consecutive_failures = 0;
+        health.backoff_until = None;
+        health.backoff_class = None;
+        health.refresh_at = Some(Instant::now() + delay);
+    }
+    slot.outcome.send_modify(|o| o.installs += 1);
+    metrics::gauge!("wxtoken_token_expires_at_seconds", "app" => slot.key.app.clone())
+        .set((token.expires_at_ms / 1000) as f64);
+    info!(
+        app = %slot.key.app,
+        token = %token.redacted(),
+        generation,
+        expires_in = fetched.expires_in,
+        renewed,
+        next_refresh_in_ms = delay.as_millis() as u64,
+        "token installed"
+    );
+    if renewed || previous.is_none() {
+        metrics::counter!("wxtoken_token_renewals_total", "app" => slot.key.app.clone())
+            .increment(1);
+    }
+    if let Err(e) = ctx.store.save(slot.key.clone(), (*token).clone()).await {
+        warn!(app = %slot.key.app, error = %e, "could not persist the token; serving it from memory");
+    }
+    token
+}
+
+fn record_failure(slot: &Slot, error: UpstreamError, api: &'static str) -> Arc<Failure> {
+    let now_ms = unix_now_ms();
+    let token_left = slot
+        .current
+        .load()
+        .as_deref()
+        .map(|t| Duration::from_millis(t.remaining_ms(now_ms)));
+    let until_reset = Duration::from_millis(next_wechat_midnight_ms(now_ms) - now_ms);
+    let class = error.class;
+    let mut health = slot.health();
+    health.consecutive_failures += 1;
+    let wait = schedule::backoff(class, health.consecutive_failures, token_left, until_reset);
+    health.backoff_until = Some(Instant::now() + wait);
+    health.backoff_class = Some(class);
+    warn!(
+        app = %slot.key.app,
+        api,
+        class = class.as_str(),
+        errcode = error.errcode,
+        rid = error.rid.as_deref().unwrap_or("-"),
+        failures = health.consecutive_failures,
+        retry_in_ms = wait.as_millis() as u64,
+        "token fetch failed: {}",
+        error.message
+    );
+    metrics::counter!(
+        "wxtoken_upstream_failures_total",
+        "app" => slot.key.app.clone(),
+        "class" => class.as_str()
+    )
+    .increment(1);
+    let failure = Arc::new(Failure::Upstream(error));
+    health.last_error = Some(ErrorRecord {
+        failure: failure.clone(),
+        at_ms: now_ms,
+    });
+    failure
+}

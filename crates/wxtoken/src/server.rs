@@ -1,0 +1,130 @@
+//! Builds the application from settings (store, upstream client, keeper, routes) and
+//! runs it on a bound listener until a shutdown future resolves.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::config::{Settings, StoreSettings};
+use crate::http::{self, AppState};
+use crate::keeper::Keeper;
+use crate::store::{SqliteStore, Store, StoreError};
+use crate::wechat::{TokenApi, WechatClient};
+
+/// After a shutdown signal, open requests get this long to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Drivers mid-call to WeChat get this long to finish and persist.
+const KEEPER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("`store.kind = \"redis\"` is not available in this build yet; use \"sqlite\"")]
+    RedisUnsupported,
+    #[error("cannot build the HTTPS client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("cannot serve: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A built server, not yet serving.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    router: axum::Router,
+    keeper: Keeper,
+}
+
+/// The process-wide Prometheus recorder: the `metrics` facade allows one, and tests run
+/// several servers in one process.
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed by an embedding program; then
+            // our /metrics is empty rather than the process failing.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+impl Server {
+    /// Opens the store, loads stored tokens and starts the keeper. Upstream calls begin
+    /// here for apps with no valid stored token.
+    pub async fn build(settings: &Settings, listener: TcpListener) -> Result<Self, StartError> {
+        let store: Arc<dyn Store> = match &settings.store {
+            StoreSettings::Sqlite { path } => Arc::new(SqliteStore::open(path)?),
+            StoreSettings::Redis { .. } => return Err(StartError::RedisUnsupported),
+        };
+        let api: Arc<dyn TokenApi> = Arc::new(WechatClient::new(&settings.upstream)?);
+        Self::build_with(settings, listener, store, api).await
+    }
+
+    /// As [`Server::build`] with the store and upstream given (tests, other backends).
+    pub async fn build_with(
+        settings: &Settings,
+        listener: TcpListener,
+        store: Arc<dyn Store>,
+        api: Arc<dyn TokenApi>,
+    ) -> Result<Self, StartError> {
+        let keeper =
+            Keeper::start(&settings.apps, settings.keeper.clone(), api, store.clone()).await?;
+        let state = AppState {
+            keeper: keeper.clone(),
+            clients: settings.clients.iter().cloned().map(Arc::new).collect(),
+            store,
+            metrics: metrics_handle(),
+        };
+        Ok(Self {
+            listener,
+            router: http::router(state),
+            keeper,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn keeper(&self) -> &Keeper {
+        &self.keeper
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, drains open requests for
+    /// up to 10 s and stops the refreshers.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let addr = self.listener.local_addr()?;
+        info!(%addr, "wxtoken listening");
+        let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
+        let graceful = async move {
+            shutdown.await;
+            info!("shutting down: draining requests");
+            let _ = signalled_tx.send(true);
+        };
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(graceful);
+        let drain_deadline = async move {
+            let _ = signalled_rx.wait_for(|s| *s).await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        };
+        tokio::select! {
+            result = serve => result?,
+            () = drain_deadline => tracing::warn!("requests still open after {DRAIN_TIMEOUT:?}; closing"),
+        }
+        self.keeper.shutdown(KEEPER_STOP_TIMEOUT).await;
+        info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,265 @@
+//! The embedded default store: one SQLite file in WAL mode, migrated at open.
+//!
+//! rusqlite is blocking, so every call runs on tokio's blocking pool. Writes are rare
+//! (one per refresh, one per upstream call), and reads never reach here: the keeper
+//! serves from memory.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Store, StoreError, UsageRow};
+use crate::credential::{CredentialKey, CredentialKind, Token};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+/// Append new ones; never edit a released one.
+const MIGRATIONS: &[&str] = &[
+    // 1: credentials and per-day usage counters.
+    "CREATE TABLE credentials (
+        app            TEXT    NOT NULL,
+        kind           TEXT    NOT NULL,
+        value          TEXT    NOT NULL,
+        expires_at_ms  INTEGER NOT NULL,
+        fetched_at_ms  INTEGER NOT NULL,
+        lifetime_secs  INTEGER NOT NULL,
+        generation     INTEGER NOT NULL,
+        PRIMARY KEY (app, kind)
+    );
+    CREATE TABLE usage (
+        day    TEXT    NOT NULL,
+        app    TEXT    NOT NULL,
+        api    TEXT    NOT NULL,
+        calls  INTEGER NOT NULL,
+        PRIMARY KEY (day, app, api)
+    );",
+];
+
+/// A SQLite file shared by the handles cloned from it.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// Held only inside blocking closures, never across an await.
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the file at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn run<T, F>(&self, f: F) -> BoxFuture<'static, Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut guard = conn
+                    .lock()
+                    .map_err(|_| StoreError::Worker("connection lock poisoned".into()))?;
+                f(&mut guard)
+            })
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?
+        }
+        .boxed()
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let applied: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let applied = usize::try_from(applied).unwrap_or(0);
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "the database was written by a newer wxtoken (schema {applied}, this build knows {})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn load_all(&self) -> BoxFuture<'_, Result<Vec<(CredentialKey, Token)>, StoreError>> {
+        self.run(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT app, kind, value, expires_at_ms, fetched_at_ms, lifetime_secs, generation
+                 FROM credentials",
+            )?;
+            let rows = stmt.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    Token {
+                        value: row.get(2)?,
+                        expires_at_ms: row.get::<_, i64>(3)? as u64,
+                        fetched_at_ms: row.get::<_, i64>(4)? as u64,
+                        lifetime_secs: row.get::<_, i64>(5)? as u64,
+                        generation: row.get::<_, i64>(6)? as u64,
+                    },
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (app, kind, token) = row?;
+                // A kind written by a newer build is skipped, not fatal.
+                if let Some(kind) = CredentialKind::parse(&kind) {
+                    out.push((CredentialKey { app, kind }, token));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn save(&self, key: CredentialKey, token: Token) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.run(move |conn| {
+            // Compare-and-set on generation: an older value never replaces a newer one.
+            let changed = conn.execute(
+                "INSERT INTO credentials
+                    (app, kind, value, expires_at_ms, fetched_at_ms, lifetime_secs, generation)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (app, kind) DO UPDATE SET
+                    value = excluded.value,
+                    expires_at_ms = excluded.expires_at_ms,
+                    fetched_at_ms = excluded.fetched_at_ms,
+                    lifetime_secs = excluded.lifetime_secs,
+                    generation = excluded.generation
+                 WHERE excluded.generation >= credentials.generation",
+                params![
+                    key.app,
+                    key.kind.as_str(),
+                    token.value,
+                    token.expires_at_ms as i64,
+                    token.fetched_at_ms as i64,
+                    token.lifetime_secs as i64,
+                    token.generation as i64,
+                ],
+            )?;
+            Ok(changed > 0)
+        })
+    }
+
+    fn add_usage(
+        &self,
+        day: String,
+        app: String,
+        api: &'static str,
+        n: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO usage (day, app, api, calls) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (day, app, api) DO UPDATE SET calls = calls + excluded.calls",
+                params![day, app, api, n as i64],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn usage(&self, day: String) -> BoxFuture<'_, Result<Vec<UsageRow>, StoreError>> {
+        self.run(move |conn| {
+            let mut stmt = conn.prepare("SELECT app, api, calls FROM usage WHERE day = ?1")?;
+            let rows = stmt.query_map([day], |row| {
+                Ok(UsageRow {
+                    app: row.get(0)?,
+                    api: row.get(1)?,
+                    calls: row.get::<_, i64>(2)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.run(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))
+                .optional()?
+                .ok_or_else(|| StoreError::Corrupt("SELECT 1 returned nothing".into()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(value: &str, generation: u64) -> Token {
+        Token {
+            value: value.into(),
+            expires_at_ms: 2_000_000,
+            fetched_at_ms: 1_000_000,
+            lifetime_secs: 7200,
+            generation,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_older_generation_never_overwrites_a_newer_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("t.db")).expect("open");
+        let key = CredentialKey::access_token("shop");
+        assert!(
+            store
+                .save(key.clone(), token("new", 2))
+                .await
+                .expect("save")
+        );
+        assert!(
+            !store
+                .save(key.clone(), token("old", 1))
+                .await
+                .expect("save")
+        );
+        let all = store.load_all().await.expect("load");
+        assert_eq!(all, vec![(key, token("new", 2))]);
+    }
+
+    #[tokio::test]
+    async fn state_survives_reopening_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        {
+            let store = SqliteStore::open(&path).expect("open");
+            store
+                .save(CredentialKey::access_token("a"), token("v", 1))
+                .await
+                .expect("save");
+            store
+                .add_usage("2024-01-01".into(), "a".into(), "token", 2)
+                .await
+                .expect("usage");
+            store
+                .add_usage("2024-01-01".into(), "a".into(), "token", 1)
+                .await
+                .expect("usage");
+        }
+        let store = SqliteStore::open(&path).expect("reopen");
+        assert_eq!(store.load_all().await.expect("load").len(), 1);
+        let usage = store.usage("2024-01-01".into()).await.expect("usage");
+        assert_eq!(
+            usage,
+            vec![UsageRow {
+                app: "a".into(),
+                api: "token".into(),
+                calls: 3
+            }]
+        );
+        store.ping().await.expect("ping");
+    }
+}
