@@ -536,7 +536,7 @@ fn validate_client(
         }
         (None, Some(hexed)) => {
             let hexed = expand(&key("key_sha256"), &hexed)?;
-            let bytes = hex::decode(hexed.trim())
+            hex::decode(hexed.trim())
                 .ok()
                 .and_then(|b| <[u8; 32]>::try_from(b).ok())
                 .ok_or_else(|| {
@@ -544,8 +544,7 @@ fn validate_client(
                         key("key_sha256"),
                         "must be 64 hex digits (sha256 of the key)",
                     )
-                })?;
-            bytes
+                })?
         }
     };
     let apps = raw

@@ -16,11 +16,12 @@ use crate::config::TokenMode;
 use crate::credential::{Token, next_wechat_midnight_ms, unix_now_ms};
 use crate::wechat::{Fetched, TokenRequest, UpstreamError};
 
-/// In classic mode every fetch issues a new token and kills the previous one, so a
-/// client reporting a token this fresh as dead is more likely confused than right; we
-/// do not let such reports burn quota. (A new classic token cannot be killed by another
-/// fetch for 5 minutes; only a secret reset kills it sooner.) Short-lived tokens use a
-/// tenth of their lifetime instead.
+/// In classic mode every fetch costs daily quota (2000) and kills the previous token, so
+/// a client that keeps reporting each new token dead (a bug, or a token used with the
+/// wrong appid) must not turn into a fetch loop: after a refresh caused by a report, the
+/// next report-driven refresh waits this long. Short-lived tokens use a tenth of their
+/// lifetime instead. Stable mode needs no such guard: a normal call returns the same
+/// token, and force_refresh has its own interval and budget.
 const INVALIDATE_COOLDOWN: Duration = Duration::from_secs(10);
 
 /// What the driver will do in one round.
@@ -105,7 +106,9 @@ fn plan(slot: &Slot, ctx: &Ctx, demand: Option<&Demand>) -> Plan {
                 if backing_off {
                     return held_back();
                 }
-                if slot.app.mode == TokenMode::Classic && too_fresh_to_doubt(token, now_ms) {
+                if slot.app.mode == TokenMode::Classic
+                    && cooling_down(health.last_report_refresh_ms, token, now_ms)
+                {
                     return Plan::Idle;
                 }
                 return Plan::Fetch {
@@ -149,14 +152,18 @@ fn plan(slot: &Slot, ctx: &Ctx, demand: Option<&Demand>) -> Plan {
     }
 }
 
-fn too_fresh_to_doubt(token: &Token, now_ms: u64) -> bool {
+fn cooling_down(last_report_refresh_ms: Option<u64>, token: &Token, now_ms: u64) -> bool {
     let cooldown = INVALIDATE_COOLDOWN.min(Duration::from_secs(token.lifetime_secs) / 10);
-    now_ms.saturating_sub(token.fetched_at_ms) < cooldown.as_millis() as u64
+    last_report_refresh_ms
+        .is_some_and(|last| now_ms.saturating_sub(last) < cooldown.as_millis() as u64)
 }
 
 /// One refresh: a normal call, and in stable mode a force_refresh if WeChat hands back
 /// the very token a client reported dead.
 async fn refresh(slot: &Slot, ctx: &Ctx, invalidating: Option<String>) -> Result<(), Arc<Failure>> {
+    if invalidating.is_some() {
+        slot.health().last_report_refresh_ms = Some(unix_now_ms());
+    }
     let token = call(slot, ctx, false).await?;
     let Some(dead) = invalidating else {
         return Ok(());

@@ -61,6 +61,8 @@ pub(crate) struct Health {
     pub backoff_class: Option<ErrorClass>,
     pub consecutive_failures: u32,
     pub last_error: Option<ErrorRecord>,
+    /// Unix ms of the last refresh a client's report caused (classic-mode cooldown).
+    pub last_report_refresh_ms: Option<u64>,
     /// Unix ms of the last force_refresh sent, to keep them 30 s apart.
     pub last_force_ms: Option<u64>,
     /// The WeChat day `calls` counts.

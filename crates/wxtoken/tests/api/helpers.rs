@@ -1,0 +1,231 @@
+//! `spawn_app()`: an emulator and a server wired together, plus small request helpers.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use wechat_emulator::{AppCredentials, Config as EmulatorConfig, FailKind, RunningEmulator};
+use wxtoken::{Server, Settings};
+
+pub const APPID: &str = "wx0123456789abcdef";
+pub const SECRET: &str = "the-real-secret";
+/// Has `read` and `invalidate` on every app.
+pub const KEY: &str = "wxt_test_key_read_invalidate";
+/// Has only `read`, only on `shop`.
+pub const READ_ONLY_KEY: &str = "wxt_test_key_read_only_shop";
+/// Has `read` on `other` only.
+pub const OTHER_KEY: &str = "wxt_test_key_for_other_app";
+
+/// What a test wants different from the defaults.
+#[derive(Clone)]
+pub struct Options {
+    pub mode: &'static str,
+    pub expires_in: u64,
+    pub overlap: Duration,
+    /// The secret the server is configured with (the emulator knows SECRET).
+    pub secret: &'static str,
+    pub latency: Duration,
+    pub fail_rate: f64,
+    pub fail_kinds: Vec<FailKind>,
+    pub hang: Duration,
+    pub quota: u64,
+    /// Extra TOML appended to `[keeper]`.
+    pub keeper: &'static str,
+    pub request_timeout_ms: u64,
+    /// The emulator's spacing of effective force refreshes (WeChat: 30 s).
+    pub force_refresh_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            mode: "stable",
+            expires_in: 7200,
+            overlap: Duration::from_secs(300),
+            secret: SECRET,
+            latency: Duration::ZERO,
+            fail_rate: 0.0,
+            fail_kinds: FailKind::ALL.to_vec(),
+            hang: Duration::from_secs(5),
+            quota: 2000,
+            keeper: "",
+            request_timeout_ms: 2000,
+            force_refresh_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub emulator: RunningEmulator,
+    /// Kept so the SQLite file lives as long as the app.
+    _dir: tempfile::TempDir,
+    /// Dropping it shuts the server down.
+    _shutdown: oneshot::Sender<()>,
+}
+
+pub fn emulator_config(options: &Options) -> EmulatorConfig {
+    EmulatorConfig {
+        apps: vec![AppCredentials::new(APPID, SECRET)],
+        expires_in: options.expires_in,
+        overlap: options.overlap,
+        quota: options.quota,
+        latency: options.latency,
+        fail_rate: options.fail_rate,
+        fail_kinds: options.fail_kinds.clone(),
+        hang: options.hang,
+        force_refresh_interval: options.force_refresh_interval,
+        ..EmulatorConfig::default()
+    }
+}
+
+/// The server's TOML for an emulator at `api_base` and a store at `db`.
+pub fn config_toml(options: &Options, api_base: &str, db: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[store]
+path = "{db}"
+[upstream]
+api_base = "{api_base}"
+request_timeout_ms = {timeout}
+connect_timeout_ms = {timeout}
+[keeper]
+{keeper}
+[[apps]]
+id = "shop"
+appid = "{APPID}"
+secret = "{secret}"
+mode = "{mode}"
+[[apps]]
+id = "other"
+appid = "wxfedcba9876543210"
+secret = "unknown-to-the-emulator"
+[[clients]]
+name = "order-service"
+key = "{KEY}"
+apps = ["*"]
+scopes = ["read", "invalidate"]
+[[clients]]
+name = "reporting"
+key_sha256 = "{read_only_digest}"
+apps = ["shop"]
+scopes = ["read"]
+[[clients]]
+name = "other-team"
+key = "{OTHER_KEY}"
+apps = ["other"]
+scopes = ["read", "invalidate"]
+"#,
+        timeout = options.request_timeout_ms,
+        keeper = options.keeper,
+        secret = options.secret,
+        mode = options.mode,
+        read_only_digest = hex_sha256(READ_ONLY_KEY),
+    )
+}
+
+fn hex_sha256(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    let emulator = wechat_emulator::spawn(emulator_config(&options))
+        .await
+        .expect("emulator starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("wxtoken.db");
+    let toml = config_toml(&options, &emulator.base_url(), &db.display().to_string());
+    let settings = Settings::from_toml(&toml).expect("test config is valid");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let server = Server::build(&settings, listener)
+        .await
+        .expect("server builds");
+    let addr = server.local_addr().expect("addr");
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        base: format!("http://{addr}"),
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(2048)
+            .build()
+            .expect("client"),
+        emulator,
+        _dir: dir,
+        _shutdown: tx,
+    }
+}
+
+impl TestApp {
+    pub fn upstream_calls(&self) -> u64 {
+        self.emulator
+            .emulator
+            .stats()
+            .app(APPID)
+            .upstream_token_calls()
+    }
+
+    pub fn stats(&self) -> wechat_emulator::AppStats {
+        self.emulator.emulator.stats().app(APPID)
+    }
+
+    pub async fn get(&self, path: &str, key: Option<&str>) -> (u16, Value) {
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.expect("request is sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.expect("request is sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A token for `shop` (panics unless 200).
+    pub async fn token(&self) -> String {
+        let (status, body) = self.get("/v1/apps/shop/access_token", Some(KEY)).await;
+        assert_eq!(status, 200, "{body}");
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    pub async fn invalidate(&self, token: &str) -> (u16, Value) {
+        let body = serde_json::json!({ "access_token": token }).to_string();
+        self.post("/v1/apps/shop/access_token/invalidate", Some(KEY), body)
+            .await
+    }
+}
+
+/// The error code of a JSON error body.
+pub fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<none>")
+}

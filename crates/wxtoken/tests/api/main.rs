@@ -1,0 +1,10 @@
+//! Black-box tests: a real server on a loopback port, a real SQLite file, and the WeChat
+//! emulator standing in for WeChat. Assertions count upstream calls at the emulator.
+
+mod bad_input;
+mod cli;
+mod helpers;
+mod invalidate;
+mod refresh;
+mod resilience;
+mod single_flight;
