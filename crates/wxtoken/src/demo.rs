@@ -96,6 +96,9 @@ scopes = ["read", "invalidate", "admin"]
 
 fn print_guide(addr: SocketAddr, emulator: &str, db: &str) {
     let s = format!("http://{addr}");
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "wxtoken".into());
     let auth = format!("-H 'Authorization: Bearer {DEMO_KEY}'");
     println!(
         r#"
@@ -121,7 +124,7 @@ Try, in another terminal:
   curl -s -X POST {auth} -d "{{\"access_token\":\"$TOKEN\"}}" {s}/v1/apps/demo/access_token/invalidate
 
   # the same, with the CLI
-  wxtoken token demo --server {s} --key {DEMO_KEY}
+  {exe} token demo --server {s} --key {DEMO_KEY}
 
   # how many times WeChat (the emulator) was called, and the server's metrics
   curl -s {emulator}/_emulator/stats

@@ -52,10 +52,33 @@ fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder may already be installed by an embedding program; then
             // our /metrics is empty rather than the process failing.
-            let _ = metrics::set_global_recorder(recorder);
+            if metrics::set_global_recorder(recorder).is_ok() {
+                describe_metrics();
+            }
             handle
         })
         .clone()
+}
+
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge};
+    describe_counter!(
+        "wxtoken_upstream_calls_total",
+        "Calls to WeChat's token endpoints, by app and API (force refreshes separately)"
+    );
+    describe_counter!(
+        "wxtoken_upstream_failures_total",
+        "Failed token fetches, by app and error class"
+    );
+    describe_counter!(
+        "wxtoken_token_renewals_total",
+        "New token values installed, by app"
+    );
+    describe_gauge!(
+        "wxtoken_token_expires_at_seconds",
+        Unit::Seconds,
+        "Unix time at which the current token of an app expires"
+    );
 }
 
 impl Server {
