@@ -1,7 +1,8 @@
 //! WeChat-shaped errors and failure injection.
 //!
-//! Owns the error codes the emulator answers with, the `rid` WeChat appends to every
-//! errmsg, and the dice roll that decides whether a token-endpoint call fails.
+//! Owns the error codes the emulator answers with (official accounts' and WeCom's,
+//! which differ for the same situation), the `rid` WeChat appends to every errmsg,
+//! and the dice roll that decides whether a token or ticket call fails.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -38,6 +39,20 @@ impl WxError {
     pub const TOKEN_EXPIRED: Self = Self::new(42001, "access_token expired");
     pub const DAILY_QUOTA: Self = Self::new(45009, "reach max api daily quota limit");
     pub const DATA_FORMAT: Self = Self::new(47001, "data format error");
+    /// A ticket `type` the endpoint does not know (or none).
+    pub const INVALID_ARGS: Self = Self::new(40097, "invalid args");
+
+    // WeCom (qyapi) says some things differently from official accounts.
+    /// WeCom's answer to a dead or foreign token, where official accounts say 40001.
+    pub const WECOM_INVALID_TOKEN: Self = Self::new(40014, "invalid access_token");
+    pub const WECOM_INVALID_CREDENTIAL: Self = Self::new(40001, "invalid credential");
+    pub const CORPID_MISSING: Self = Self::new(41002, "corpid missing");
+    pub const CORPSECRET_MISSING: Self = Self::new(41004, "corpsecret missing");
+    pub const INVALID_CORPID: Self = Self::new(40013, "invalid corpid");
+    /// The secret belongs to an app of another corp.
+    pub const SECRET_OF_OTHER_CORP: Self = Self::new(40091, "secret is invalid");
+    /// WeCom's 45009, for its daily token quota and hourly ticket limits alike.
+    pub const FREQ_LIMIT: Self = Self::new(45009, "api freq out of limit");
 }
 
 impl IntoResponse for WxError {
@@ -68,7 +83,7 @@ pub(crate) fn new_rid() -> String {
     )
 }
 
-/// Rolls the dice for one token-endpoint call: `Some(kind)` if it should fail.
+/// Rolls the dice for one token or ticket call: `Some(kind)` if it should fail.
 pub(crate) fn roll(fail_rate: f64, kinds: &[FailKind]) -> Option<FailKind> {
     if fail_rate <= 0.0 {
         return None;
@@ -82,7 +97,8 @@ pub(crate) fn roll(fail_rate: f64, kinds: &[FailKind]) -> Option<FailKind> {
     }
 }
 
-/// The answer for an injected failure that does not proceed to issue a token.
+/// The answer for an injected failure that does not proceed to issue a token or
+/// ticket.
 pub(crate) fn failure_response(kind: FailKind) -> Response {
     match kind {
         // Timeout proceeds (after hanging) and never gets here; busy is the safe answer.

@@ -1,6 +1,7 @@
 //! A faithful stand-in for WeChat's credential APIs (`/cgi-bin/token`,
-//! `/cgi-bin/stable_token`) plus two ordinary APIs that check the tokens, for the
-//! tests, benchmarks and demo of the wxtoken server.
+//! `/cgi-bin/stable_token`, WeCom's `/cgi-bin/gettoken`, and the JS-SDK tickets of
+//! both) plus two ordinary APIs that check the tokens, for the tests, benchmarks
+//! and demo of the wxtoken server.
 //!
 //! This module owns the public surface: [`Config`], the cloneable [`Emulator`] handle
 //! (shared state behind an `Arc`), and [`spawn`]/[`spawn_on`] that serve it over HTTP.
@@ -20,7 +21,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-pub use stats::{AppStats, Stats, UNKNOWN_APP};
+pub use stats::{AppStats, Stats, UNKNOWN_APP, wecom_key};
 
 /// One app (公众号 / 小程序) the emulator knows: its appid and AppSecret.
 #[derive(Clone, PartialEq, Eq)]
@@ -51,7 +52,42 @@ impl fmt::Debug for AppCredentials {
     }
 }
 
-/// A failure the emulator can inject on the token endpoints.
+/// One WeCom (企业微信) app the emulator knows: its corp, agentid and secret. The
+/// secret alone picks the app within the corp, as on WeCom.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WecomCredentials {
+    /// The corp's id, e.g. `ww1234567890abcdef`.
+    pub corpid: String,
+    /// The app's AgentId within the corp; with `corpid` it keys the app's stats
+    /// (see [`wecom_key`]).
+    pub agentid: u64,
+    /// The app's secret (`corpsecret` on `gettoken`).
+    pub secret: String,
+}
+
+impl WecomCredentials {
+    /// Credentials from a corpid, an agentid and the app's secret.
+    pub fn new(corpid: impl Into<String>, agentid: u64, secret: impl Into<String>) -> Self {
+        Self {
+            corpid: corpid.into(),
+            agentid,
+            secret: secret.into(),
+        }
+    }
+}
+
+// As for AppCredentials: the secret never reaches a log.
+impl fmt::Debug for WecomCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WecomCredentials")
+            .field("corpid", &self.corpid)
+            .field("agentid", &self.agentid)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A failure the emulator can inject on the token and ticket endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailKind {
     /// HTTP 200 `{"errcode":-1,"errmsg":"system error rid: ..."}` (WeChat's "system busy").
@@ -82,9 +118,9 @@ pub struct Config {
     pub quota: u64,
     /// Daily `/cgi-bin/stable_token` calls allowed per app (WeChat: 500,000).
     pub stable_quota: u64,
-    /// Added to every token-endpoint answer.
+    /// Added to every token- and ticket-endpoint answer.
     pub latency: Duration,
-    /// Share of token-endpoint calls that fail, `0.0..=1.0`.
+    /// Share of token- and ticket-endpoint calls that fail, `0.0..=1.0`.
     pub fail_rate: f64,
     /// Which failures to inject, picked uniformly; empty means none.
     pub fail_kinds: Vec<FailKind>,
@@ -94,6 +130,20 @@ pub struct Config {
     pub force_refresh_interval: Duration,
     /// Force refreshes allowed per app per day (WeChat: 20).
     pub force_refresh_daily: u64,
+    /// WeCom apps whose credentials `/cgi-bin/gettoken` accepts. Their tokens live
+    /// `expires_in` and use `quota` per app per day.
+    pub wecom_apps: Vec<WecomCredentials>,
+    /// Lifetime of an issued ticket in seconds, official or WeCom (WeChat: 7200).
+    pub ticket_expires_in: u64,
+    /// WeCom `get_jsapi_ticket` calls allowed per corp per rolling hour (400).
+    pub corp_ticket_hourly: u64,
+    /// WeCom `ticket/get?type=agent_config` calls allowed per app per rolling hour
+    /// (100).
+    pub agent_ticket_hourly: u64,
+    /// Official `ticket/getticket` calls allowed per app per day, all types
+    /// together. WeChat only says "very limited"; 100,000 matches its ordinary
+    /// API quotas.
+    pub ticket_daily: u64,
 }
 
 impl Default for Config {
@@ -110,6 +160,11 @@ impl Default for Config {
             hang: Duration::from_secs(30),
             force_refresh_interval: Duration::from_secs(30),
             force_refresh_daily: 20,
+            wecom_apps: Vec::new(),
+            ticket_expires_in: 7200,
+            corp_ticket_hourly: 400,
+            agent_ticket_hourly: 100,
+            ticket_daily: 100_000,
         }
     }
 }
@@ -121,6 +176,14 @@ impl Config {
         self.apps.push(AppCredentials::new(appid, secret));
         self
     }
+
+    /// This config with one more accepted WeCom app:
+    /// `Config::default().with_wecom_app("ww1", 1000002, "secret")`.
+    pub fn with_wecom_app(mut self, corpid: &str, agentid: u64, secret: &str) -> Self {
+        self.wecom_apps
+            .push(WecomCredentials::new(corpid, agentid, secret));
+        self
+    }
 }
 
 /// What an ordinary WeChat API would say of a token.
@@ -130,7 +193,8 @@ pub enum TokenCheck {
     Valid,
     /// Past its expiry: errcode 42001.
     Expired,
-    /// Never issued, or killed by a newer token: errcode 40001.
+    /// Never issued, or killed by a newer token or a revocation: errcode 40001
+    /// (WeCom: 40014).
     Invalid,
 }
 
@@ -156,7 +220,8 @@ impl fmt::Debug for Emulator {
 }
 
 impl Emulator {
-    /// An emulator knowing `config.apps`, with no tokens issued yet.
+    /// An emulator knowing `config.apps` and `config.wecom_apps`, with no tokens
+    /// issued yet.
     pub fn new(config: Config) -> Self {
         let state = state::State::new(&config);
         Self {
@@ -177,12 +242,13 @@ impl Emulator {
         self.lock().stats()
     }
 
-    /// Changes the share of token-endpoint calls that fail (clamped to `0.0..=1.0`).
+    /// Changes the share of token- and ticket-endpoint calls that fail (clamped to
+    /// `0.0..=1.0`).
     pub fn set_fail_rate(&self, rate: f64) {
         self.lock().knobs.fail_rate = clamp_rate(rate);
     }
 
-    /// Changes the latency added to every token-endpoint answer.
+    /// Changes the latency added to every token- and ticket-endpoint answer.
     pub fn set_latency(&self, latency: Duration) {
         self.lock().knobs.latency = latency;
     }
@@ -193,12 +259,40 @@ impl Emulator {
         self.lock().add_app(appid, secret);
     }
 
+    /// Accepts a new WeCom app, or changes the secret of a known one (its token
+    /// survives).
+    pub fn add_wecom_app(&self, corpid: &str, agentid: u64, secret: &str) {
+        self.lock().add_wecom_app(corpid, agentid, secret);
+    }
+
     /// What an ordinary API would say of `token` right now (counts nothing).
     pub fn check_token(&self, token: &str) -> TokenCheck {
         self.lock().check(token, tokio::time::Instant::now())
     }
 
-    /// Clears every app's daily counters, as `POST /_emulator/reset_quota` does.
+    /// Kills `token` now, as resetting its app's secret in the console would: from
+    /// then on it answers 40001 (a WeCom token: 40014), and the token endpoints hand
+    /// out a new one. Unknown tokens are ignored.
+    pub fn revoke_token(&self, token: &str) {
+        self.lock().revoke(token, tokio::time::Instant::now());
+    }
+
+    /// Whether `ticket` is valid, expired, or was never issued (counts nothing).
+    pub fn check_ticket(&self, ticket: &str) -> TokenCheck {
+        self.lock()
+            .check_ticket(ticket, tokio::time::Instant::now())
+    }
+
+    /// The latest ticket issued to an app, by appid or (WeCom) [`wecom_key`], of
+    /// `kind` `"jsapi"`, `"wx_card"` or `"agent_config"`. A WeCom app's `"jsapi"`
+    /// ticket is its corp's (`get_jsapi_ticket`), whichever app fetched it. `None`
+    /// if none was issued or the kind does not apply; it may have expired since.
+    pub fn current_ticket(&self, appid_or_wecom_key: &str, kind: &str) -> Option<String> {
+        self.lock().current_ticket(appid_or_wecom_key, kind)
+    }
+
+    /// Clears every app's daily counters and the hourly WeCom ticket windows, as
+    /// `POST /_emulator/reset_quota` does.
     pub fn reset_quota(&self) {
         self.lock().reset_quota();
     }

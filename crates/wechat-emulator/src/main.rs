@@ -9,18 +9,25 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use wechat_emulator::{AppCredentials, Config, Emulator, FailKind};
+use wechat_emulator::{AppCredentials, Config, Emulator, FailKind, WecomCredentials, wecom_key};
 
-/// A stand-in for WeChat's credential APIs (/cgi-bin/token, /cgi-bin/stable_token).
+/// A stand-in for WeChat's credential APIs (/cgi-bin/token, /cgi-bin/stable_token,
+/// WeCom's /cgi-bin/gettoken, and the JS-SDK tickets).
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7300")]
     listen: SocketAddr,
-    /// An accepted app as APPID:SECRET; repeat for more apps.
-    #[arg(long = "app", value_name = "APPID:SECRET", value_parser = parse_app, required = true)]
+    /// An accepted app as APPID:SECRET; repeat for more apps. Required unless a
+    /// --wecom-app is given.
+    #[arg(long = "app", value_name = "APPID:SECRET", value_parser = parse_app,
+          required_unless_present = "wecom_apps")]
     apps: Vec<AppCredentials>,
+    /// An accepted WeCom app as CORPID:AGENTID:SECRET; repeat for more apps.
+    #[arg(long = "wecom-app", value_name = "CORPID:AGENTID:SECRET",
+          value_parser = parse_wecom_app)]
+    wecom_apps: Vec<WecomCredentials>,
     /// Token lifetime in seconds.
     #[arg(long, default_value_t = 7200)]
     expires_in: u64,
@@ -53,6 +60,18 @@ struct Cli {
     /// Force refreshes allowed per app per day.
     #[arg(long, default_value_t = 20)]
     force_refresh_daily: u64,
+    /// Ticket lifetime in seconds (official and WeCom tickets).
+    #[arg(long, default_value_t = 7200)]
+    ticket_expires_in: u64,
+    /// Official /cgi-bin/ticket/getticket calls allowed per app per day.
+    #[arg(long, default_value_t = 100_000)]
+    ticket_daily: u64,
+    /// WeCom /cgi-bin/get_jsapi_ticket calls allowed per corp per rolling hour.
+    #[arg(long, default_value_t = 400)]
+    corp_ticket_hourly: u64,
+    /// WeCom agent_config ticket calls allowed per app per rolling hour.
+    #[arg(long, default_value_t = 100)]
+    agent_ticket_hourly: u64,
 }
 
 fn parse_app(s: &str) -> Result<AppCredentials, String> {
@@ -61,6 +80,24 @@ fn parse_app(s: &str) -> Result<AppCredentials, String> {
             Ok(AppCredentials::new(appid, secret))
         }
         _ => Err("--app must be APPID:SECRET with both sides non-empty".to_owned()),
+    }
+}
+
+fn parse_wecom_app(s: &str) -> Result<WecomCredentials, String> {
+    // The secret comes last so that it may itself contain ':'.
+    let mut parts = s.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(corpid), Some(agentid), Some(secret)) if !corpid.is_empty() && !secret.is_empty() => {
+            match agentid.parse::<u64>() {
+                Ok(agentid) => Ok(WecomCredentials::new(corpid, agentid, secret)),
+                Err(_) => Err(format!(
+                    "--wecom-app AGENTID must be a non-negative integer, got {agentid:?}"
+                )),
+            }
+        }
+        _ => Err(
+            "--wecom-app must be CORPID:AGENTID:SECRET with all three parts non-empty".to_owned(),
+        ),
     }
 }
 
@@ -103,6 +140,11 @@ impl Cli {
             hang: Duration::from_millis(self.hang_ms),
             force_refresh_interval: Duration::from_secs(self.force_refresh_interval_secs),
             force_refresh_daily: self.force_refresh_daily,
+            wecom_apps: self.wecom_apps,
+            ticket_expires_in: self.ticket_expires_in,
+            corp_ticket_hourly: self.corp_ticket_hourly,
+            agent_ticket_hourly: self.agent_ticket_hourly,
+            ticket_daily: self.ticket_daily,
         }
     }
 }
@@ -118,7 +160,12 @@ async fn main() -> anyhow::Result<()> {
     let listen = cli.listen;
     let config = cli.into_config();
     let appids: Vec<&str> = config.apps.iter().map(|a| a.appid.as_str()).collect();
-    tracing::info!(?appids, "configured apps");
+    let wecom_apps: Vec<String> = config
+        .wecom_apps
+        .iter()
+        .map(|a| wecom_key(&a.corpid, a.agentid))
+        .collect();
+    tracing::info!(?appids, ?wecom_apps, "configured apps");
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -136,4 +183,55 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("serving")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let argv = std::iter::once("wechat-emulator").chain(args.iter().copied());
+        Cli::try_parse_from(argv)
+            .map(Cli::into_config)
+            .map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn an_app_or_a_wecom_app_is_required() {
+        assert!(parse(&[]).is_err());
+        let config = parse(&["--wecom-app", "ww1:1000002:s:e:c"]).expect("wecom only");
+        assert!(config.apps.is_empty());
+        assert_eq!(
+            config.wecom_apps,
+            vec![WecomCredentials::new("ww1", 1_000_002, "s:e:c")]
+        );
+        let config = parse(&[
+            "--app",
+            "wx1:s",
+            "--ticket-expires-in",
+            "60",
+            "--corp-ticket-hourly",
+            "5",
+            "--agent-ticket-hourly",
+            "3",
+        ])
+        .expect("official only");
+        assert_eq!(config.apps.len(), 1);
+        assert_eq!(
+            (
+                config.ticket_expires_in,
+                config.corp_ticket_hourly,
+                config.agent_ticket_hourly
+            ),
+            (60, 5, 3)
+        );
+    }
+
+    #[test]
+    fn bad_wecom_apps_are_refused_naming_the_flag() {
+        for bad in ["ww1:1", "ww1:x:s", ":1:s", "ww1:1:", "ww1:-1:s"] {
+            let err = parse(&["--wecom-app", bad]).expect_err(bad);
+            assert!(err.contains("--wecom-app"), "{bad}: {err}");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Per-app call counters: what the emulator saw, for tests and benchmarks to assert on.
 //!
-//! Owns [`Stats`] / [`AppStats`], the JSON served at `GET /_emulator/stats`.
+//! Owns [`Stats`] / [`AppStats`], the JSON served at `GET /_emulator/stats`, and
+//! [`wecom_key`], the key under which a WeCom app's counters appear.
 
 use std::collections::BTreeMap;
 
@@ -12,8 +13,15 @@ pub const UNKNOWN_APP: &str = "_unknown";
 /// Snapshot of every app's counters, keyed by appid.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Stats {
-    /// Counters per appid (plus [`UNKNOWN_APP`] for tokens that were never issued).
+    /// Counters per appid, per [`wecom_key`] for WeCom apps, plus [`UNKNOWN_APP`] for
+    /// calls that name no known app or carry a never-issued token.
     pub apps: BTreeMap<String, AppStats>,
+}
+
+/// The key of a WeCom app in [`Stats::apps`]: `"{corpid}:{agentid}"`. A corp has
+/// several apps, each with its own secret, token and counters.
+pub fn wecom_key(corpid: &str, agentid: u64) -> String {
+    format!("{corpid}:{agentid}")
 }
 
 /// Counters of one app since the emulator started.
@@ -31,14 +39,26 @@ pub struct AppStats {
     pub injected_failures: u64,
     /// Ordinary API calls made with a valid token.
     pub api_calls: u64,
-    /// Ordinary API calls answered 40001 or 42001 because the token was dead.
+    /// Ordinary API and ticket calls answered 40001, 40014 or 42001 because the
+    /// token was dead (or, on a ticket endpoint, not accepted there at all).
     pub stale_rejections: u64,
+    /// WeCom `GET /cgi-bin/gettoken` calls received, failed ones included.
+    // Defaults keep stats JSON from before the WeCom and ticket endpoints parsable.
+    #[serde(default)]
+    pub gettoken_calls: u64,
+    /// Calls to any ticket endpoint (official getticket, WeCom corp and agent
+    /// tickets), failed ones included.
+    #[serde(default)]
+    pub ticket_calls: u64,
+    /// New ticket values created by any ticket endpoint.
+    #[serde(default)]
+    pub tickets_issued: u64,
 }
 
 impl AppStats {
-    /// Every call that reached a token endpoint, whichever one.
+    /// Every call that reached a token endpoint, whichever one (WeCom included).
     pub fn upstream_token_calls(&self) -> u64 {
-        self.token_calls + self.stable_token_calls
+        self.token_calls + self.stable_token_calls + self.gettoken_calls
     }
 }
 

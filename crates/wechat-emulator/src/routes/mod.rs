@@ -1,24 +1,33 @@
 //! HTTP surface: WeChat's paths plus the emulator's own `/_emulator/*` controls.
 //!
-//! Owns the router and the small admin/fallback handlers; the token endpoints live
-//! in `token`, the ordinary APIs in `ordinary`.
+//! Owns the router, the small admin/fallback handlers, and [`deliver`], which times
+//! every token and ticket answer; the token endpoints live in `token`, the ticket
+//! endpoints in `tickets`, the ordinary APIs in `ordinary`.
 
 mod ordinary;
+mod tickets;
 mod token;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
+use crate::failure::failure_response;
+use crate::state::{Answer, Call};
 use crate::{Emulator, Stats};
 
-/// All routes with `emulator` attached as state.
+/// All routes with `emulator` attached as state. Official and WeCom paths share
+/// one router: they do not overlap, so one emulator stands in for both hosts.
 pub(crate) fn router(emulator: Emulator) -> Router {
     Router::new()
         .route("/cgi-bin/token", get(token::classic))
         .route("/cgi-bin/stable_token", post(token::stable))
+        .route("/cgi-bin/gettoken", get(token::wecom))
+        .route("/cgi-bin/ticket/getticket", get(tickets::official))
+        .route("/cgi-bin/get_jsapi_ticket", get(tickets::corp))
+        .route("/cgi-bin/ticket/get", get(tickets::agent))
         .route(
             "/cgi-bin/get_api_domain_ip",
             get(ordinary::get_api_domain_ip),
@@ -28,6 +37,36 @@ pub(crate) fn router(emulator: Emulator) -> Router {
         .route("/_emulator/reset_quota", post(reset_quota))
         .fallback(not_found)
         .with_state(emulator)
+}
+
+/// Runs one call under the lock, then waits out the configured latency (plus the
+/// hang time for an injected timeout) and renders the answer; `grant` renders a
+/// success. The call is processed before the wait, as WeChat processes a call
+/// whose answer the client may never see.
+async fn deliver<T>(
+    emulator: &Emulator,
+    process: impl FnOnce(&mut crate::state::State) -> Call<T>,
+    grant: impl FnOnce(T) -> Response,
+) -> Response {
+    // The guard must be gone before any await: the block scopes it.
+    let (call, latency) = {
+        let mut state = emulator.lock();
+        let call = process(&mut state);
+        (call, state.knobs.latency)
+    };
+    let delay = if call.hang {
+        latency + emulator.config().hang
+    } else {
+        latency
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match call.answer {
+        Answer::Grant(value) => grant(value),
+        Answer::Error(err) => err.into_response(),
+        Answer::Injected(kind) => failure_response(kind),
+    }
 }
 
 async fn stats(State(emulator): State<Emulator>) -> Json<Stats> {

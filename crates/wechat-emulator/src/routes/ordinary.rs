@@ -1,5 +1,7 @@
 //! Ordinary WeChat APIs that take an `access_token`: the way tests and benchmarks
-//! find out whether a token handed out by wxtoken is still accepted.
+//! find out whether a token handed out by wxtoken is still accepted. They accept
+//! official and WeCom tokens alike; a dead one is refused in its family's words
+//! (40001, WeCom 40014; 42001 for both when it expired).
 //!
 //! Owns `GET /cgi-bin/get_api_domain_ip` and `POST /cgi-bin/message/custom/send`.
 

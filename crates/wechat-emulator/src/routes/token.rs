@@ -1,9 +1,9 @@
-//! The two token endpoints: classic `GET /cgi-bin/token` and
-//! `POST /cgi-bin/stable_token`.
+//! The token endpoints: official classic `GET /cgi-bin/token` and
+//! `POST /cgi-bin/stable_token`, and WeCom's `GET /cgi-bin/gettoken`.
 //!
-//! Owns request parsing and the timing of an answer: the call is processed at once
-//! (under the lock, see `State::token_call`), then the answer waits out the
-//! configured latency and any injected hang.
+//! Owns request parsing and the shape of a success; the call is processed at once
+//! (under the lock, see `State::token_call`), then `deliver` makes the answer wait
+//! out the configured latency and any injected hang.
 
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -14,9 +14,9 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
+use super::deliver;
 use crate::Emulator;
-use crate::failure::failure_response;
-use crate::state::{Answer, Endpoint, TokenRequest, wechat_day};
+use crate::state::{Endpoint, TokenRequest, WecomTokenRequest, wechat_day};
 
 /// `GET /cgi-bin/token?grant_type=client_credential&appid=A&secret=S`.
 pub(crate) async fn classic(
@@ -60,32 +60,48 @@ pub(crate) async fn stable(State(emulator): State<Emulator>, body: Bytes) -> Res
     answer(&emulator, Endpoint::Stable, &req).await
 }
 
-/// Processes the call, then delays the answer by the latency (plus the hang time
-/// for an injected timeout).
+/// `GET /cgi-bin/gettoken?corpid=C&corpsecret=S` (WeCom).
+pub(crate) async fn wecom(
+    State(emulator): State<Emulator>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let req = WecomTokenRequest {
+        corpid: params.get("corpid").map(String::as_str),
+        corpsecret: params.get("corpsecret").map(String::as_str),
+    };
+    let config = emulator.config();
+    let today = wechat_day(SystemTime::now());
+    deliver(
+        &emulator,
+        |state| state.wecom_token_call(config, &req, Instant::now(), today),
+        // WeCom answers successes with errcode 0 too.
+        |grant| {
+            Json(serde_json::json!({
+                "errcode": 0,
+                "errmsg": "ok",
+                "access_token": grant.access_token,
+                "expires_in": grant.expires_in,
+            }))
+            .into_response()
+        },
+    )
+    .await
+}
+
+/// Processes an official token call and answers WeChat's success shape.
 async fn answer(emulator: &Emulator, endpoint: Endpoint, req: &TokenRequest<'_>) -> Response {
     let config = emulator.config();
     let today = wechat_day(SystemTime::now());
-    // The guard must be gone before any await: the block scopes it.
-    let (call, latency) = {
-        let mut state = emulator.lock();
-        let call = state.token_call(config, endpoint, req, Instant::now(), today);
-        (call, state.knobs.latency)
-    };
-    let delay = if call.hang {
-        latency + config.hang
-    } else {
-        latency
-    };
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    match call.answer {
-        Answer::Grant(grant) => Json(serde_json::json!({
-            "access_token": grant.access_token,
-            "expires_in": grant.expires_in,
-        }))
-        .into_response(),
-        Answer::Error(err) => err.into_response(),
-        Answer::Injected(kind) => failure_response(kind),
-    }
+    deliver(
+        emulator,
+        |state| state.token_call(config, endpoint, req, Instant::now(), today),
+        |grant| {
+            Json(serde_json::json!({
+                "access_token": grant.access_token,
+                "expires_in": grant.expires_in,
+            }))
+            .into_response()
+        },
+    )
+    .await
 }
