@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+
+use crate::credential::TicketType;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -102,17 +104,28 @@ impl Default for KeeperSettings {
     }
 }
 
-/// What sort of WeChat account an app is.
+/// What sort of WeChat account an app is, with what only that sort has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppKind {
     /// Official accounts and mini programs: same token API.
-    Official,
+    Official { mode: TokenMode },
+    /// A WeCom (企业微信) app: one token per (corp, app secret).
+    Wecom { agentid: u64 },
 }
 
 impl AppKind {
     pub fn as_str(self) -> &'static str {
         match self {
-            AppKind::Official => "official",
+            AppKind::Official { .. } => "official",
+            AppKind::Wecom { .. } => "wecom",
+        }
+    }
+
+    /// The tickets this kind of app has.
+    pub fn tickets(self) -> &'static [TicketType] {
+        match self {
+            AppKind::Official { .. } => &[TicketType::Jsapi, TicketType::WxCard],
+            AppKind::Wecom { .. } => &[TicketType::Jsapi, TicketType::AgentConfig],
         }
     }
 }
@@ -141,10 +154,27 @@ pub struct AppSettings {
     /// The `{app}` in URLs.
     pub id: String,
     pub kind: AppKind,
-    /// WeChat's appid.
+    /// WeChat's appid, or for a WeCom app its corpid.
     pub appid: String,
     pub secret: SecretString,
-    pub mode: TokenMode,
+}
+
+impl AppSettings {
+    /// The token endpoint of an official account; `None` for WeCom.
+    pub fn mode(&self) -> Option<TokenMode> {
+        match self.kind {
+            AppKind::Official { mode } => Some(mode),
+            AppKind::Wecom { .. } => None,
+        }
+    }
+
+    /// The WeCom agentid, if this is a WeCom app.
+    pub fn agentid(&self) -> Option<u64> {
+        match self.kind {
+            AppKind::Wecom { agentid } => Some(agentid),
+            AppKind::Official { .. } => None,
+        }
+    }
 }
 
 /// The scopes a client key may hold.
@@ -254,6 +284,8 @@ struct RawApp {
     id: Option<String>,
     kind: Option<String>,
     appid: Option<String>,
+    corpid: Option<String>,
+    agentid: Option<i64>,
     secret: Option<String>,
     mode: Option<String>,
 }
@@ -397,8 +429,17 @@ impl Settings {
 
         let mut apps = Vec::with_capacity(raw.apps.len());
         let mut seen = HashSet::new();
+        let mut wecom_agents = HashSet::new();
         for (i, app) in raw.apps.into_iter().enumerate() {
             let app = validate_app(i, app, &expand)?;
+            if let Some(agentid) = app.agentid() {
+                if !wecom_agents.insert((app.appid.clone(), agentid)) {
+                    return Err(invalid(
+                        format!("apps[{i}].agentid"),
+                        format!("corp {} app {agentid} is configured twice", app.appid),
+                    ));
+                }
+            }
             if !seen.insert(app.id.clone()) {
                 return Err(invalid(
                     format!("apps[{i}].id"),
@@ -452,12 +493,78 @@ fn validate_app(
             format!("`{id}` must be 1-64 characters of letters, digits, '-' or '_'"),
         ));
     }
-    let kind = match raw.kind.as_deref().unwrap_or("official") {
-        "official" => AppKind::Official,
-        "wecom" | "component" => {
+    let secret = raw
+        .secret
+        .ok_or_else(|| invalid(key("secret"), "is required"))?;
+    let secret = expand(&key("secret"), &secret)?;
+    if secret.trim().is_empty() {
+        return Err(invalid(key("secret"), "must not be empty"));
+    }
+    let alnum = |field: &str, value: String, example: &str| {
+        let value = expand(&key(field), &value)?;
+        if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(invalid(
+                key(field),
+                format!("must be letters and digits, like {example}"),
+            ));
+        }
+        Ok(value)
+    };
+    let not_for = |field: &str, present: bool, kind: &str| {
+        if present {
+            Err(invalid(
+                key(field),
+                format!("does not apply to kind = \"{kind}\""),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let (kind, appid) = match raw.kind.as_deref().unwrap_or("official") {
+        "official" => {
+            not_for("corpid", raw.corpid.is_some(), "official")?;
+            not_for("agentid", raw.agentid.is_some(), "official")?;
+            let appid = raw
+                .appid
+                .ok_or_else(|| invalid(key("appid"), "is required"))?;
+            let mode = match raw.mode.as_deref().unwrap_or("stable") {
+                "stable" => TokenMode::Stable,
+                "classic" => TokenMode::Classic,
+                other => {
+                    return Err(invalid(
+                        key("mode"),
+                        format!("`{other}` is not one of \"stable\", \"classic\""),
+                    ));
+                }
+            };
+            (
+                AppKind::Official { mode },
+                alnum("appid", appid, "wx0123456789abcdef")?,
+            )
+        }
+        "wecom" => {
+            not_for("appid", raw.appid.is_some(), "wecom (use corpid)")?;
+            not_for("mode", raw.mode.is_some(), "wecom")?;
+            let corpid = raw
+                .corpid
+                .ok_or_else(|| invalid(key("corpid"), "is required for kind = \"wecom\""))?;
+            let agentid = raw.agentid.ok_or_else(|| {
+                invalid(
+                    key("agentid"),
+                    "is required for kind = \"wecom\" (an integer)",
+                )
+            })?;
+            let agentid = u64::try_from(agentid)
+                .map_err(|_| invalid(key("agentid"), "must be a positive integer"))?;
+            (
+                AppKind::Wecom { agentid },
+                alnum("corpid", corpid, "ww0123456789abcdef")?,
+            )
+        }
+        "component" => {
             return Err(invalid(
                 key("kind"),
-                "this build supports only kind = \"official\" (official accounts and mini programs)",
+                "third-party platform apps (\"component\") are not supported by this build yet",
             ));
         }
         other => {
@@ -467,39 +574,11 @@ fn validate_app(
             ));
         }
     };
-    let appid = raw
-        .appid
-        .ok_or_else(|| invalid(key("appid"), "is required"))?;
-    let appid = expand(&key("appid"), &appid)?;
-    if appid.is_empty() || !appid.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(invalid(
-            key("appid"),
-            "must be letters and digits, like wx0123456789abcdef",
-        ));
-    }
-    let secret = raw
-        .secret
-        .ok_or_else(|| invalid(key("secret"), "is required"))?;
-    let secret = expand(&key("secret"), &secret)?;
-    if secret.trim().is_empty() {
-        return Err(invalid(key("secret"), "must not be empty"));
-    }
-    let mode = match raw.mode.as_deref().unwrap_or("stable") {
-        "stable" => TokenMode::Stable,
-        "classic" => TokenMode::Classic,
-        other => {
-            return Err(invalid(
-                key("mode"),
-                format!("`{other}` is not one of \"stable\", \"classic\""),
-            ));
-        }
-    };
     Ok(AppSettings {
         id,
         kind,
         appid,
         secret: SecretString::from(secret),
-        mode,
     })
 }
 
@@ -681,7 +760,7 @@ mod tests {
     fn defaults_fill_what_is_left_out() {
         let s = Settings::from_toml_with_env(MINIMAL, &no_env).expect("valid");
         assert_eq!(s.server.listen.to_string(), "127.0.0.1:7200");
-        assert_eq!(s.apps[0].mode, TokenMode::Stable);
+        assert_eq!(s.apps[0].mode(), Some(TokenMode::Stable));
         assert_eq!(s.keeper.refresh_ahead, Duration::from_secs(600));
         assert_eq!(s.keeper.force_refresh_daily_budget, 10);
         assert_eq!(s.upstream.api_base, "https://api.weixin.qq.com");
@@ -700,6 +779,36 @@ mod tests {
         assert_eq!(s.apps[0].secret.expose_secret(), "from-env");
         assert!(err(&text).contains("apps[0].secret"));
         assert!(err(&text).contains("SHOP_SECRET is not set"));
+    }
+
+    #[test]
+    fn wecom_apps_need_corpid_and_agentid() {
+        let wecom = r#"
+            [[apps]]
+            id = "hr"
+            kind = "wecom"
+            corpid = "ww0123456789abcdef"
+            agentid = 1000002
+            secret = "s"
+        "#;
+        let s = Settings::from_toml_with_env(wecom, &no_env).expect("valid");
+        assert_eq!(s.apps[0].kind, AppKind::Wecom { agentid: 1000002 });
+        assert_eq!(s.apps[0].appid, "ww0123456789abcdef");
+        assert!(err(&wecom.replace("agentid = 1000002", "")).contains("apps[0].agentid"));
+        assert!(
+            err(&wecom.replace("agentid = 1000002", "agentid = -3")).contains("apps[0].agentid")
+        );
+        assert!(
+            err(&wecom.replace("corpid = \"ww0123456789abcdef\"", "")).contains("apps[0].corpid")
+        );
+        assert!(
+            err(&wecom.replace("kind = \"wecom\"", "kind = \"wecom\"\nmode = \"classic\""))
+                .contains("apps[0].mode")
+        );
+        assert!(
+            err(&format!("{wecom}\n{}", wecom.replace("\"hr\"", "\"hr2\"")))
+                .contains("apps[1].agentid")
+        );
     }
 
     #[test]

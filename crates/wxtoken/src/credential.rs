@@ -6,12 +6,42 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// What kind of credential a key names. Only access tokens exist so far; tickets and
-/// third-party tokens will join this enum.
+/// What kind of credential a key names. Third-party platform tokens will join this enum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CredentialKind {
-    /// The access_token of an official account or mini program.
+    /// The access_token of an official account, mini program or WeCom app.
     AccessToken,
+    /// A ticket fetched with the app's access token.
+    Ticket(TicketType),
+}
+
+/// The tickets WeChat issues for web pages: JS-SDK (`jsapi`, official and WeCom), card
+/// (`wx_card`, official) and WeCom's `agent_config` (wx.agentConfig).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TicketType {
+    Jsapi,
+    WxCard,
+    AgentConfig,
+}
+
+impl TicketType {
+    /// The name used in URLs and by WeChat.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TicketType::Jsapi => "jsapi",
+            TicketType::WxCard => "wx_card",
+            TicketType::AgentConfig => "agent_config",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "jsapi" => Some(TicketType::Jsapi),
+            "wx_card" => Some(TicketType::WxCard),
+            "agent_config" => Some(TicketType::AgentConfig),
+            _ => None,
+        }
+    }
 }
 
 impl CredentialKind {
@@ -19,6 +49,9 @@ impl CredentialKind {
     pub fn as_str(self) -> &'static str {
         match self {
             CredentialKind::AccessToken => "access_token",
+            CredentialKind::Ticket(TicketType::Jsapi) => "ticket_jsapi",
+            CredentialKind::Ticket(TicketType::WxCard) => "ticket_wx_card",
+            CredentialKind::Ticket(TicketType::AgentConfig) => "ticket_agent_config",
         }
     }
 
@@ -26,7 +59,10 @@ impl CredentialKind {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "access_token" => Some(CredentialKind::AccessToken),
-            _ => None,
+            other => other
+                .strip_prefix("ticket_")
+                .and_then(TicketType::parse)
+                .map(CredentialKind::Ticket),
         }
     }
 }
@@ -44,6 +80,13 @@ impl CredentialKey {
         Self {
             app: app.into(),
             kind: CredentialKind::AccessToken,
+        }
+    }
+
+    pub fn ticket(app: impl Into<String>, ticket: TicketType) -> Self {
+        Self {
+            app: app.into(),
+            kind: CredentialKind::Ticket(ticket),
         }
     }
 }
@@ -166,6 +209,19 @@ mod tests {
             next_wechat_midnight_ms(1_704_124_800_000),
             1_704_211_200_000
         );
+    }
+
+    #[test]
+    fn kinds_round_trip_through_their_names() {
+        for kind in [
+            CredentialKind::AccessToken,
+            CredentialKind::Ticket(TicketType::Jsapi),
+            CredentialKind::Ticket(TicketType::WxCard),
+            CredentialKind::Ticket(TicketType::AgentConfig),
+        ] {
+            assert_eq!(CredentialKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(CredentialKind::parse("ticket_other"), None);
     }
 
     #[test]

@@ -123,6 +123,10 @@ Try, in another terminal:
   # report it dead (compare-and-invalidate): refreshes only if it is the current token
   curl -s -X POST {auth} -d "{{\"access_token\":\"$TOKEN\"}}" {s}/v1/apps/demo/access_token/invalidate
 
+  # a JS-SDK ticket, and a signed wx.config for a page (fetched on first use)
+  curl -s {auth} {s}/v1/apps/demo/ticket/jsapi
+  curl -s -X POST {auth} -d '{{"url":"https://shop.example/page?id=1#top"}}' {s}/v1/apps/demo/jssdk/config
+
   # the same, with the CLI
   {exe} token demo --server {s} --key {DEMO_KEY}
 

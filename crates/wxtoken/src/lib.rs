@@ -10,6 +10,7 @@ pub mod config;
 pub mod credential;
 pub mod demo;
 pub mod http;
+pub mod jssdk;
 pub mod keeper;
 pub mod server;
 pub mod store;

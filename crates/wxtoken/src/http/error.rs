@@ -118,6 +118,7 @@ impl From<KeeperError> for ApiError {
     fn from(e: KeeperError) -> Self {
         match e {
             KeeperError::UnknownApp(app) => ApiError::AppNotFound(app),
+            e @ KeeperError::NoSuchTicket { .. } => ApiError::BadRequest(e.to_string()),
             KeeperError::Unavailable(message) => ApiError::TokenUnavailable {
                 message,
                 retry_in: None,
@@ -126,9 +127,9 @@ impl From<KeeperError> for ApiError {
                 Failure::Upstream(u) => {
                     let mut message = match u.errcode {
                         Some(code) => {
-                            format!("WeChat refused the token request ({code}): {}", u.message)
+                            format!("WeChat refused the request ({code}): {}", u.message)
                         }
-                        None => format!("the token request to WeChat failed: {}", u.message),
+                        None => format!("the request to WeChat failed: {}", u.message),
                     };
                     if let Some(wait) = retry_in {
                         message.push_str(&format!("; next attempt in {}s", wait.as_secs()));

@@ -5,6 +5,8 @@ mod apps;
 pub mod auth;
 pub mod error;
 mod health;
+mod jssdk;
+mod tickets;
 mod tokens;
 
 use std::sync::Arc;
@@ -57,6 +59,13 @@ pub fn router(state: AppState) -> Router {
             "/v1/apps/{app}/access_token/invalidate",
             post(tokens::invalidate),
         )
+        .route("/v1/apps/{app}/ticket/{ticket}", get(tickets::ticket))
+        .route(
+            "/v1/apps/{app}/ticket/{ticket}/invalidate",
+            post(tickets::invalidate),
+        )
+        .route("/v1/apps/{app}/jssdk/config", post(jssdk::config))
+        .route("/v1/apps/{app}/jssdk/card_sign", post(jssdk::card_sign))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -54,29 +54,34 @@ pub async fn access_token(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.authorize(&state, &app, Scope::Read)?;
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(format!("bad query string: {e}")))?;
-    let min_ttl = match query.get("min_ttl") {
-        None => None,
-        Some(raw) => {
-            let secs: u64 = raw.parse().map_err(|_| {
-                ApiError::BadRequest(format!(
-                    "min_ttl must be a whole number of seconds, got `{raw}`"
-                ))
-            })?;
-            if secs > MAX_MIN_TTL_SECS {
-                return Err(ApiError::BadRequest(format!(
-                    "min_ttl must be at most {MAX_MIN_TTL_SECS} seconds, got {secs}"
-                )));
-            }
-            Some(Duration::from_secs(secs))
-        }
-    };
+    let min_ttl = min_ttl(query)?;
     // The hot path: a memory read.
     if let Some(token) = state.keeper.current(&app, min_ttl.unwrap_or_default()) {
         return Ok(token_response(&token, None));
     }
     let token = state.keeper.access_token(&app, min_ttl).await?;
     Ok(token_response(&token, None))
+}
+
+/// Parses `?min_ttl=S` (whole seconds, at most 7200); other parameters are ignored.
+pub fn min_ttl(
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Option<Duration>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(format!("bad query string: {e}")))?;
+    let Some(raw) = query.get("min_ttl") else {
+        return Ok(None);
+    };
+    let secs: u64 = raw.parse().map_err(|_| {
+        ApiError::BadRequest(format!(
+            "min_ttl must be a whole number of seconds, got `{raw}`"
+        ))
+    })?;
+    if secs > MAX_MIN_TTL_SECS {
+        return Err(ApiError::BadRequest(format!(
+            "min_ttl must be at most {MAX_MIN_TTL_SECS} seconds, got {secs}"
+        )));
+    }
+    Ok(Some(Duration::from_secs(secs)))
 }
 
 #[derive(Deserialize)]

@@ -9,12 +9,12 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::schedule::{self, serveable};
+use super::schedule::{self, Policy, serveable};
 use super::slot::{Demand, ErrorRecord, Slot};
-use super::{Ctx, Failure};
-use crate::config::TokenMode;
-use crate::credential::{Token, next_wechat_midnight_ms, unix_now_ms};
-use crate::wechat::{Fetched, TokenRequest, UpstreamError};
+use super::{Ctx, Failure, KeeperError};
+use crate::config::{AppKind, TokenMode};
+use crate::credential::{CredentialKind, TicketType, Token, next_wechat_midnight_ms, unix_now_ms};
+use crate::wechat::{ErrorClass, FetchRequest, Fetched};
 
 /// In classic mode every fetch costs daily quota (2000) and kills the previous token, so
 /// a client that keeps reporting each new token dead (a bug, or a token used with the
@@ -23,6 +23,10 @@ use crate::wechat::{Fetched, TokenRequest, UpstreamError};
 /// lifetime instead. Stable mode needs no such guard: a normal call returns the same
 /// token, and force_refresh has its own interval and budget.
 const INVALIDATE_COOLDOWN: Duration = Duration::from_secs(10);
+
+/// A lazy credential nobody asked for yet sleeps this long between looks (a demand wakes
+/// it at once anyway).
+const DORMANT: Duration = Duration::from_secs(3600);
 
 /// What the driver will do in one round.
 enum Plan {
@@ -78,6 +82,7 @@ fn next_due(slot: &Slot) -> Instant {
         Some(token) if serveable(token, unix_now_ms(), Duration::ZERO) => {
             health.refresh_at.unwrap_or(now)
         }
+        _ if slot.lazy() && !health.wanted => now + DORMANT,
         _ => now,
     }
 }
@@ -106,7 +111,7 @@ fn plan(slot: &Slot, ctx: &Ctx, demand: Option<&Demand>) -> Plan {
                 if backing_off {
                     return held_back();
                 }
-                if slot.app.mode == TokenMode::Classic
+                if slot.app.mode() == Some(TokenMode::Classic)
                     && cooling_down(health.last_report_refresh_ms, token, now_ms)
                 {
                     return Plan::Idle;
@@ -128,9 +133,9 @@ fn plan(slot: &Slot, ctx: &Ctx, demand: Option<&Demand>) -> Plan {
                     let fresh_would_do = demand.min_left_ms < token.lifetime_secs * 1000;
                     // Stable mode renews only inside WeChat's window; a call earlier
                     // would just return the same token.
-                    let wechat_would_renew = slot.app.mode == TokenMode::Classic
+                    let wechat_would_renew = slot.policy() == Policy::RefreshAhead
                         || Duration::from_millis(token.remaining_ms(now_ms))
-                            <= schedule::refresh_ahead(token, slot.app.mode, &ctx.settings);
+                            <= schedule::refresh_ahead(token, slot.policy(), &ctx.settings);
                     if fresh_would_do && wechat_would_renew {
                         return Plan::Fetch { invalidating: None };
                     }
@@ -144,6 +149,7 @@ fn plan(slot: &Slot, ctx: &Ctx, demand: Option<&Demand>) -> Plan {
         return Plan::Idle;
     }
     match usable {
+        None if slot.lazy() && !health.wanted => Plan::Idle,
         None => Plan::Fetch { invalidating: None },
         Some(_) if health.refresh_at.is_none_or(|at| at <= now) => {
             Plan::Fetch { invalidating: None }
@@ -158,29 +164,101 @@ fn cooling_down(last_report_refresh_ms: Option<u64>, token: &Token, now_ms: u64)
         .is_some_and(|last| now_ms.saturating_sub(last) < cooldown.as_millis() as u64)
 }
 
-/// One refresh: a normal call, and in stable mode a force_refresh if WeChat hands back
-/// the very token a client reported dead.
+/// One refresh, installed on success and recorded (with its backoff) on failure.
 async fn refresh(slot: &Slot, ctx: &Ctx, invalidating: Option<String>) -> Result<(), Arc<Failure>> {
+    let result = match slot.key.kind {
+        CredentialKind::AccessToken => refresh_token(slot, ctx, invalidating).await,
+        CredentialKind::Ticket(ticket) => refresh_ticket(slot, ctx, ticket).await,
+    };
+    result.map_err(|failure| record_failure(slot, failure))
+}
+
+/// An access token: a normal call, and in stable mode a force_refresh if WeChat hands
+/// back the very token a client reported dead.
+async fn refresh_token(
+    slot: &Slot,
+    ctx: &Ctx,
+    invalidating: Option<String>,
+) -> Result<(), Arc<Failure>> {
     if invalidating.is_some() {
         slot.health().last_report_refresh_ms = Some(unix_now_ms());
     }
-    let token = call(slot, ctx, false).await?;
+    let request = |force_refresh| match slot.app.kind {
+        AppKind::Official { mode } => FetchRequest::OfficialToken {
+            appid: &slot.app.appid,
+            secret: &slot.app.secret,
+            mode,
+            force_refresh,
+        },
+        AppKind::Wecom { .. } => FetchRequest::WecomToken {
+            corpid: &slot.app.appid,
+            secret: &slot.app.secret,
+        },
+    };
+    let token = install(slot, ctx, call(slot, ctx, request(false)).await?).await;
     let Some(dead) = invalidating else {
         return Ok(());
     };
-    if slot.app.mode != TokenMode::Stable || token.value != dead {
+    if slot.app.mode() != Some(TokenMode::Stable) || token.value != dead {
         return Ok(());
     }
     if let Err(why) = force_allowed(slot, ctx) {
         warn!(app = %slot.key.app, "token reported dead but WeChat returns it again; {why}");
-        let failure = Arc::new(Failure::ForceRefused(why));
-        slot.health().last_error = Some(ErrorRecord {
-            failure: failure.clone(),
-            at_ms: unix_now_ms(),
-        });
-        return Err(failure);
+        return Err(Arc::new(Failure::ForceRefused(why)));
     }
-    call(slot, ctx, true).await.map(|_| ())
+    slot.health().last_force_ms = Some(unix_now_ms());
+    install(slot, ctx, call(slot, ctx, request(true)).await?).await;
+    Ok(())
+}
+
+/// A ticket, fetched with the app's current token. If WeChat says that token is dead,
+/// it is reported to the token's slot (compare-and-invalidate) and the fetch retried once.
+async fn refresh_ticket(slot: &Slot, ctx: &Ctx, ticket: TicketType) -> Result<(), Arc<Failure>> {
+    let parent = slot
+        .parent
+        .as_ref()
+        .expect("every ticket slot is built with its token slot");
+    let wecom = matches!(slot.app.kind, AppKind::Wecom { .. });
+    let token = parent
+        .obtain(None, &ctx.settings)
+        .await
+        .map_err(from_parent)?;
+    let request = |access_token| FetchRequest::Ticket {
+        access_token,
+        ticket,
+        wecom,
+    };
+    if wecom {
+        ctx.ticket_budget.take(&slot.app)?;
+    }
+    let fetched = match call(slot, ctx, request(&token.value)).await {
+        Err(failure) if failure.class() == ErrorClass::Refresh => {
+            info!(
+                app = %slot.key.app,
+                token = %token.redacted(),
+                "WeChat says the token is dead while fetching a ticket; refreshing it and retrying once"
+            );
+            let (token, _) = parent
+                .invalidate(&token.value, &ctx.settings)
+                .await
+                .map_err(from_parent)?;
+            if wecom {
+                ctx.ticket_budget.take(&slot.app)?;
+            }
+            call(slot, ctx, request(&token.value)).await?
+        }
+        other => other?,
+    };
+    install(slot, ctx, fetched).await;
+    Ok(())
+}
+
+/// A ticket cannot be fetched without a token: pass on why there is none.
+fn from_parent(error: KeeperError) -> Arc<Failure> {
+    match error {
+        KeeperError::Upstream { failure, .. } => failure,
+        other => Arc::new(Failure::Unavailable(format!("no access token: {other}"))),
+    }
 }
 
 fn force_allowed(slot: &Slot, ctx: &Ctx) -> Result<(), String> {
@@ -206,23 +284,15 @@ fn force_allowed(slot: &Slot, ctx: &Ctx) -> Result<(), String> {
     Ok(())
 }
 
-/// One upstream call, counted, with its result installed or recorded.
-async fn call(slot: &Slot, ctx: &Ctx, force: bool) -> Result<Arc<Token>, Arc<Failure>> {
+/// One upstream call, counted (in memory, in the store and in metrics).
+async fn call(
+    slot: &Slot,
+    ctx: &Ctx,
+    request: FetchRequest<'_>,
+) -> Result<(Fetched, u64), Arc<Failure>> {
     let started_ms = unix_now_ms();
-    let request = TokenRequest {
-        appid: &slot.app.appid,
-        secret: &slot.app.secret,
-        mode: slot.app.mode,
-        force_refresh: force,
-    };
     let api = request.api_name();
-    let day = {
-        let mut health = slot.health();
-        if force {
-            health.last_force_ms = Some(started_ms);
-        }
-        health.count_call(api, started_ms)
-    };
+    let day = slot.health().count_call(api, started_ms);
     let app = slot.key.app.clone();
     metrics::counter!("wxtoken_upstream_calls_total", "app" => app.clone(), "api" => api)
         .increment(1);
@@ -233,30 +303,40 @@ async fn call(slot: &Slot, ctx: &Ctx, force: bool) -> Result<Arc<Token>, Arc<Fai
             warn!(app = %app, error = %e, "could not persist the upstream call counter");
         }
     });
-
-    match ctx.api.fetch_access_token(request).await {
-        Ok(fetched) => Ok(install(slot, ctx, fetched, started_ms).await),
-        Err(error) => Err(record_failure(slot, error, api)),
+    match ctx.api.fetch(request).await {
+        Ok(fetched) => Ok((fetched, started_ms)),
+        Err(error) => {
+            warn!(
+                app = %slot.key.app,
+                api,
+                class = error.class.as_str(),
+                errcode = error.errcode,
+                rid = error.rid.as_deref().unwrap_or("-"),
+                "upstream call failed: {}",
+                error.message
+            );
+            Err(Arc::new(Failure::Upstream(error)))
+        }
     }
 }
 
-async fn install(slot: &Slot, ctx: &Ctx, fetched: Fetched, started_ms: u64) -> Arc<Token> {
+async fn install(slot: &Slot, ctx: &Ctx, (fetched, started_ms): (Fetched, u64)) -> Arc<Token> {
     let previous = slot.current.load_full();
     let (generation, fetched_at_ms, renewed) = match previous.as_deref() {
-        Some(p) if p.value == fetched.access_token => (p.generation, p.fetched_at_ms, false),
+        Some(p) if p.value == fetched.value => (p.generation, p.fetched_at_ms, false),
         Some(p) => (p.generation + 1, started_ms, true),
         None => (1, started_ms, true),
     };
     // Expiry counts from when the request left, so it is never later than WeChat's.
     let token = Arc::new(Token {
-        value: fetched.access_token,
+        value: fetched.value,
         expires_at_ms: started_ms + fetched.expires_in * 1000,
         fetched_at_ms,
         lifetime_secs: fetched.expires_in,
         generation,
     });
     slot.current.store(Some(token.clone()));
-    let delay = schedule::refresh_delay(&token, slot.app.mode, &ctx.settings, unix_now_ms());
+    let delay = schedule::refresh_delay(&token, slot.policy(), &ctx.settings, unix_now_ms());
     {
         let mut health = slot.health();
         health.consecutive_failures = 0;
@@ -265,28 +345,31 @@ async fn install(slot: &Slot, ctx: &Ctx, fetched: Fetched, started_ms: u64) -> A
         health.refresh_at = Some(Instant::now() + delay);
     }
     slot.outcome.send_modify(|o| o.installs += 1);
-    metrics::gauge!("wxtoken_token_expires_at_seconds", "app" => slot.key.app.clone())
+    let kind = slot.key.kind.as_str();
+    metrics::gauge!("wxtoken_token_expires_at_seconds", "app" => slot.key.app.clone(), "kind" => kind)
         .set((token.expires_at_ms / 1000) as f64);
     info!(
         app = %slot.key.app,
-        token = %token.redacted(),
+        kind,
+        value = %token.redacted(),
         generation,
         expires_in = fetched.expires_in,
         renewed,
         next_refresh_in_ms = delay.as_millis() as u64,
-        "token installed"
+        "credential installed"
     );
-    if renewed || previous.is_none() {
-        metrics::counter!("wxtoken_token_renewals_total", "app" => slot.key.app.clone())
+    if renewed {
+        metrics::counter!("wxtoken_token_renewals_total", "app" => slot.key.app.clone(), "kind" => kind)
             .increment(1);
     }
     if let Err(e) = ctx.store.save(slot.key.clone(), (*token).clone()).await {
-        warn!(app = %slot.key.app, error = %e, "could not persist the token; serving it from memory");
+        warn!(app = %slot.key.app, kind, error = %e, "could not persist; serving from memory");
     }
     token
 }
 
-fn record_failure(slot: &Slot, error: UpstreamError, api: &'static str) -> Arc<Failure> {
+/// Records a failed round and sets the backoff its class calls for.
+fn record_failure(slot: &Slot, failure: Arc<Failure>) -> Arc<Failure> {
     let now_ms = unix_now_ms();
     let token_left = slot
         .current
@@ -294,22 +377,27 @@ fn record_failure(slot: &Slot, error: UpstreamError, api: &'static str) -> Arc<F
         .as_deref()
         .map(|t| Duration::from_millis(t.remaining_ms(now_ms)));
     let until_reset = Duration::from_millis(next_wechat_midnight_ms(now_ms) - now_ms);
-    let class = error.class;
     let mut health = slot.health();
+    health.last_error = Some(ErrorRecord {
+        failure: failure.clone(),
+        at_ms: now_ms,
+    });
+    // A held-back force refresh is a judgement, not a failure to back off from.
+    if matches!(*failure, Failure::ForceRefused(_)) {
+        return failure;
+    }
+    let class = failure.class();
     health.consecutive_failures += 1;
     let wait = schedule::backoff(class, health.consecutive_failures, token_left, until_reset);
     health.backoff_until = Some(Instant::now() + wait);
     health.backoff_class = Some(class);
     warn!(
         app = %slot.key.app,
-        api,
+        kind = slot.key.kind.as_str(),
         class = class.as_str(),
-        errcode = error.errcode,
-        rid = error.rid.as_deref().unwrap_or("-"),
         failures = health.consecutive_failures,
         retry_in_ms = wait.as_millis() as u64,
-        "token fetch failed: {}",
-        error.message
+        "refresh failed: {failure}"
     );
     metrics::counter!(
         "wxtoken_upstream_failures_total",
@@ -317,10 +405,5 @@ fn record_failure(slot: &Slot, error: UpstreamError, api: &'static str) -> Arc<F
         "class" => class.as_str()
     )
     .increment(1);
-    let failure = Arc::new(Failure::Upstream(error));
-    health.last_error = Some(ErrorRecord {
-        failure: failure.clone(),
-        at_ms: now_ms,
-    });
     failure
 }

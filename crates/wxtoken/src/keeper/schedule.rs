@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::config::{KeeperSettings, TokenMode};
+use crate::config::KeeperSettings;
 use crate::credential::Token;
 use crate::wechat::ErrorClass;
 
@@ -30,12 +30,21 @@ const CONFIG_CAP: Duration = Duration::from_secs(30 * 60);
 /// With the daily quota gone (45009), probe this often in case someone cleared it.
 const QUOTA_PROBE: Duration = Duration::from_secs(30 * 60);
 
+/// Which refresh rule a credential follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Stable-mode access tokens: call inside the last `stable_window`, where WeChat renews.
+    StableWindow,
+    /// Everything else (classic tokens, WeCom tokens, tickets): `refresh_ahead` early.
+    RefreshAhead,
+}
+
 /// How long before expiry to refresh, before jitter: the configured window, shrunk to
 /// half of the token's own lifetime so that short-lived tokens never refresh in a loop.
-pub fn refresh_ahead(token: &Token, mode: TokenMode, settings: &KeeperSettings) -> Duration {
-    let window = match mode {
-        TokenMode::Stable => settings.stable_window,
-        TokenMode::Classic => settings.refresh_ahead,
+pub fn refresh_ahead(token: &Token, policy: Policy, settings: &KeeperSettings) -> Duration {
+    let window = match policy {
+        Policy::StableWindow => settings.stable_window,
+        Policy::RefreshAhead => settings.refresh_ahead,
     };
     window.min(Duration::from_secs(token.lifetime_secs) / 2)
 }
@@ -46,11 +55,11 @@ pub fn refresh_ahead(token: &Token, mode: TokenMode, settings: &KeeperSettings) 
 /// window.
 pub fn refresh_delay(
     token: &Token,
-    mode: TokenMode,
+    policy: Policy,
     settings: &KeeperSettings,
     now_ms: u64,
 ) -> Duration {
-    let ahead = refresh_ahead(token, mode, settings).as_millis() as u64;
+    let ahead = refresh_ahead(token, policy, settings).as_millis() as u64;
     let jittered = rand::rng().random_range(ahead * 8 / 10..=ahead);
     let at_ms = token.expires_at_ms.saturating_sub(jittered);
     Duration::from_millis(at_ms.saturating_sub(now_ms))
@@ -121,9 +130,9 @@ mod tests {
         let s = KeeperSettings::default();
         let t = token(7200, 7_200_000);
         for _ in 0..100 {
-            let stable = refresh_delay(&t, TokenMode::Stable, &s, 0).as_secs();
+            let stable = refresh_delay(&t, Policy::StableWindow, &s, 0).as_secs();
             assert!((6900..=6960).contains(&stable), "{stable}");
-            let classic = refresh_delay(&t, TokenMode::Classic, &s, 0).as_secs();
+            let classic = refresh_delay(&t, Policy::RefreshAhead, &s, 0).as_secs();
             assert!((6600..=6720).contains(&classic), "{classic}");
         }
     }
@@ -133,7 +142,7 @@ mod tests {
         let s = KeeperSettings::default();
         let t = token(4, 4_000);
         for _ in 0..100 {
-            let d = refresh_delay(&t, TokenMode::Classic, &s, 0).as_millis();
+            let d = refresh_delay(&t, Policy::RefreshAhead, &s, 0).as_millis();
             assert!((2000..=2400).contains(&d), "{d}");
         }
         assert_eq!(serve_margin(&t), Duration::from_secs(1));

@@ -1,5 +1,6 @@
 //! One credential's state: the current value (read lock-free), the demand callers leave
-//! for the driver, the outcome the driver publishes back, and health for status.
+//! for the driver, the outcome the driver publishes back, and health for status. Also
+//! the caller's side of single flight: [`Slot::obtain`] and [`Slot::invalidate`].
 //!
 //! Single flight comes from the shape, not from a flag: only the credential's driver task
 //! ever calls WeChat. Callers bump a sequence number in [`Demand`], wake the driver, and
@@ -9,14 +10,18 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::Failure;
-use crate::config::AppSettings;
-use crate::credential::{CredentialKey, Generation, Token, wechat_day};
+use super::schedule::{Policy, serveable};
+use super::{Failure, KeeperError};
+use crate::config::{AppSettings, KeeperSettings, TokenMode};
+use crate::credential::{
+    CredentialKey, CredentialKind, Generation, Token, unix_now_ms, wechat_day,
+};
 use crate::wechat::ErrorClass;
 
 /// What callers have asked of the driver since it last looked. The driver takes the
@@ -65,6 +70,9 @@ pub(crate) struct Health {
     pub last_report_refresh_ms: Option<u64>,
     /// Unix ms of the last force_refresh sent, to keep them 30 s apart.
     pub last_force_ms: Option<u64>,
+    /// Whether anyone ever asked for this credential: lazy ones (tickets) are fetched
+    /// only once somebody has.
+    pub wanted: bool,
     /// The WeChat day `calls` counts.
     pub day: String,
     /// Upstream calls today by API name; force refreshes count against the budget.
@@ -90,6 +98,13 @@ impl Health {
         }
         self.calls.get(api).copied().unwrap_or(0)
     }
+
+    /// The class of the backoff in force at `now`, if any.
+    pub fn backing_off(&self, now: Instant) -> Option<ErrorClass> {
+        self.backoff_until
+            .filter(|until| *until > now)
+            .and(self.backoff_class)
+    }
 }
 
 /// One credential.
@@ -97,6 +112,8 @@ impl Health {
 pub(crate) struct Slot {
     pub key: CredentialKey,
     pub app: AppSettings,
+    /// A ticket's access-token slot: tickets are fetched with its token.
+    pub parent: Option<Arc<Slot>>,
     /// The value served; swapped whole, read without a lock.
     pub current: ArcSwapOption<Token>,
     demand: Mutex<Demand>,
@@ -107,16 +124,37 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    pub fn new(app: AppSettings, stored: Option<Token>, health: Health) -> Self {
+    pub fn new(
+        key: CredentialKey,
+        app: AppSettings,
+        parent: Option<Arc<Slot>>,
+        stored: Option<Token>,
+        health: Health,
+    ) -> Self {
         Self {
-            key: CredentialKey::access_token(app.id.clone()),
+            key,
             app,
+            parent,
             current: ArcSwapOption::new(stored.map(Arc::new)),
             demand: Mutex::new(Demand::default()),
             wake: Notify::new(),
             outcome: watch::Sender::new(Outcome::default()),
             health: Mutex::new(health),
         }
+    }
+
+    /// The refresh rule this credential follows.
+    pub fn policy(&self) -> Policy {
+        match (self.key.kind, self.app.mode()) {
+            (CredentialKind::AccessToken, Some(TokenMode::Stable)) => Policy::StableWindow,
+            _ => Policy::RefreshAhead,
+        }
+    }
+
+    /// Whether only a demand (not the clock) may start the first fetch: tickets are
+    /// scarce, so they are fetched once somebody needs one and kept fresh from then on.
+    pub fn lazy(&self) -> bool {
+        matches!(self.key.kind, CredentialKind::Ticket(_))
     }
 
     pub fn health(&self) -> MutexGuard<'_, Health> {
@@ -126,6 +164,12 @@ impl Slot {
 
     fn demand(&self) -> MutexGuard<'_, Demand> {
         self.demand.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current value if it has more than `min_left` to live: a memory read.
+    pub fn serveable(&self, min_left: Duration) -> Option<Arc<Token>> {
+        let token = self.current.load_full()?;
+        serveable(&token, unix_now_ms(), min_left).then_some(token)
     }
 
     /// Leaves a demand for the driver and waits until it has been served. Returns the
@@ -138,6 +182,7 @@ impl Slot {
             fill(&mut demand);
             demand.seq
         };
+        self.health().wanted = true;
         self.wake.notify_one();
         let outcome = rx.wait_for(|o| o.served_seq >= seq).await.ok()?;
         Some(outcome.clone())
@@ -153,4 +198,114 @@ impl Slot {
             taken
         })
     }
+
+    /// A value with at least `min_ttl` left (or just a valid one). Served from memory
+    /// when possible; otherwise waits for the single upstream call in flight, and with
+    /// `min_ttl` for up to `min_ttl_wait`.
+    pub async fn obtain(
+        &self,
+        min_ttl: Option<Duration>,
+        settings: &KeeperSettings,
+    ) -> Result<Arc<Token>, KeeperError> {
+        let min_left = min_ttl.unwrap_or(Duration::ZERO);
+        if let Some(token) = self.serveable(min_left) {
+            return Ok(token);
+        }
+        if let Some(token) = self.current.load_full() {
+            let lifetime = Duration::from_secs(token.lifetime_secs);
+            if min_left >= lifetime {
+                return Err(KeeperError::Unavailable(format!(
+                    "min_ttl {}s is not less than the {}'s lifetime ({}s)",
+                    min_left.as_secs(),
+                    self.noun(),
+                    lifetime.as_secs()
+                )));
+            }
+        }
+        let mut rx = self.outcome.subscribe();
+        let outcome = self
+            .request(|d| d.min_left_ms = d.min_left_ms.max(min_left.as_millis() as u64))
+            .await
+            .ok_or_else(shutting_down)?;
+        if let Some(token) = self.serveable(min_left) {
+            return Ok(token);
+        }
+        if min_ttl.is_some() {
+            // WeChat may renew later (stable mode renews only near expiry): watch installs.
+            let deadline = Instant::now() + settings.min_ttl_wait;
+            loop {
+                match tokio::time::timeout_at(deadline, rx.changed()).await {
+                    Ok(Ok(())) => {
+                        if let Some(token) = self.serveable(min_left) {
+                            return Ok(token);
+                        }
+                    }
+                    Ok(Err(_)) => return Err(shutting_down()),
+                    Err(_) => break,
+                }
+            }
+            if outcome.failure.is_none() {
+                return Err(KeeperError::Unavailable(format!(
+                    "no {} with at least {}s left within {}s",
+                    self.noun(),
+                    min_left.as_secs(),
+                    settings.min_ttl_wait.as_secs()
+                )));
+            }
+        }
+        Err(self.failure_error(outcome.failure))
+    }
+
+    /// Compare-and-invalidate: `dead` is the value a client saw rejected. If it is not
+    /// the current one, the current one is returned and nothing is fetched; if it is, one
+    /// refresh happens (however many report it). Returns the value and whether it
+    /// replaced the one reported.
+    pub async fn invalidate(
+        &self,
+        dead: &str,
+        settings: &KeeperSettings,
+    ) -> Result<(Arc<Token>, bool), KeeperError> {
+        let reported = match self.current.load_full() {
+            Some(token) if token.value == dead => token,
+            _ => return Ok((self.obtain(None, settings).await?, false)),
+        };
+        let outcome = self
+            .request(|d| d.invalidate = d.invalidate.max(Some(reported.generation)))
+            .await
+            .ok_or_else(shutting_down)?;
+        match self.current.load_full() {
+            Some(token) if token.generation > reported.generation => Ok((token, true)),
+            _ => match outcome.failure {
+                Some(failure) => Err(self.failure_error(Some(failure))),
+                None => match self.serveable(Duration::ZERO) {
+                    Some(token) => Ok((token, false)),
+                    None => Err(self.failure_error(None)),
+                },
+            },
+        }
+    }
+
+    /// The error for a caller who got no value: the round's failure, else the last one.
+    pub fn failure_error(&self, failure: Option<Arc<Failure>>) -> KeeperError {
+        let health = self.health();
+        let failure = failure.or_else(|| health.last_error.as_ref().map(|e| e.failure.clone()));
+        let retry_in = health
+            .backoff_until
+            .and_then(|until| until.checked_duration_since(Instant::now()));
+        match failure {
+            Some(failure) => KeeperError::Upstream { failure, retry_in },
+            None => KeeperError::Unavailable(format!("no valid {} is available yet", self.noun())),
+        }
+    }
+
+    fn noun(&self) -> &'static str {
+        match self.key.kind {
+            CredentialKind::AccessToken => "token",
+            CredentialKind::Ticket(_) => "ticket",
+        }
+    }
+}
+
+fn shutting_down() -> KeeperError {
+    KeeperError::Unavailable("the server is shutting down".into())
 }

@@ -1,25 +1,32 @@
-//! The status view of a credential: what operators and `GET /v1/apps` see. Never a
-//! secret, never a token value.
+//! The status view of an app and its credentials: what operators and `GET /v1/apps` see.
+//! Never a secret, never a token or ticket value.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::time::Instant;
 
 use super::Failure;
+use super::schedule::serveable;
 use super::slot::Slot;
 use crate::config::KeeperSettings;
-use crate::credential::unix_now_ms;
+use crate::credential::{CredentialKind, unix_now_ms, wechat_day};
 use crate::wechat::ErrorClass;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AppStatus {
     pub id: String,
     pub kind: &'static str,
+    /// WeChat's appid, or a WeCom app's corpid.
     pub appid: String,
-    pub mode: &'static str,
-    /// `ok`, `no_token`, `backoff` (transient), `rate_limited`, `quota_exhausted`, or
-    /// `configuration_error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agentid: Option<u64>,
+    /// `stable` or `classic` for official accounts; absent for WeCom.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<&'static str>,
+    /// The access token's state: `ok`, `no_token`, `backoff` (transient), `rate_limited`,
+    /// `quota_exhausted`, or `configuration_error`.
     pub state: &'static str,
     pub token: Option<TokenStatus>,
     /// Seconds until the next proactive refresh, or until the next retry when backing off.
@@ -31,8 +38,20 @@ pub struct AppStatus {
     pub force_refresh_used_today: u64,
     pub consecutive_failures: u32,
     pub last_error: Option<ErrorStatus>,
+    /// The app's tickets by type; `state` is `not_requested` until one is first asked for.
+    pub tickets: BTreeMap<&'static str, TicketStatus>,
 }
 
+#[derive(Debug, Clone, Serialize)]
+pub struct TicketStatus {
+    pub state: &'static str,
+    pub ticket: Option<TokenStatus>,
+    pub next_refresh_in: Option<u64>,
+    pub consecutive_failures: u32,
+    pub last_error: Option<ErrorStatus>,
+}
+
+/// When a value expires and which one it is (never the value itself).
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenStatus {
     pub expires_in: u64,
@@ -43,7 +62,8 @@ pub struct TokenStatus {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorStatus {
-    /// `transient`, `rate_limited`, `quota_exhausted`, `configuration` or `force_refused`.
+    /// `refresh`, `transient`, `rate_limited`, `quota_exhausted`, `configuration`,
+    /// `force_refused` or `unavailable`.
     pub class: &'static str,
     pub wechat_errcode: Option<i64>,
     pub rid: Option<String>,
@@ -52,47 +72,45 @@ pub struct ErrorStatus {
     pub at: u64,
 }
 
-pub(super) fn of(slot: &Slot, settings: &KeeperSettings) -> AppStatus {
+/// One credential's part of the status.
+struct Part {
+    state: &'static str,
+    value: Option<TokenStatus>,
+    next_refresh_in: Option<u64>,
+    consecutive_failures: u32,
+    last_error: Option<ErrorStatus>,
+}
+
+fn part(slot: &Slot, none: &'static str) -> Part {
     let now = Instant::now();
     let now_ms = unix_now_ms();
-    let token = slot.current.load_full();
+    let value = slot.current.load_full();
     let health = slot.health();
-    let backing_off = health.backoff_until.filter(|until| *until > now);
-    let has_token = token
+    let has_value = value
         .as_deref()
-        .is_some_and(|t| super::schedule::serveable(t, now_ms, std::time::Duration::ZERO));
-    let state = match (backing_off.and(health.backoff_class), has_token) {
+        .is_some_and(|t| serveable(t, now_ms, Duration::ZERO));
+    let state = match (health.backing_off(now), has_value) {
         (Some(ErrorClass::Configuration), _) => "configuration_error",
         (Some(ErrorClass::QuotaExhausted), _) => "quota_exhausted",
         (Some(ErrorClass::RateLimited), _) => "rate_limited",
         (Some(_), _) => "backoff",
-        (None, false) => "no_token",
+        (None, false) if slot.lazy() && !health.wanted => "not_requested",
+        (None, false) => none,
         (None, true) => "ok",
     };
-    let next = backing_off.or(health.refresh_at);
-    let calls: BTreeMap<&'static str, u64> = if health.day == crate::credential::wechat_day(now_ms)
-    {
-        health.calls.clone()
-    } else {
-        BTreeMap::new()
-    };
-    AppStatus {
-        id: slot.app.id.clone(),
-        kind: slot.app.kind.as_str(),
-        appid: slot.app.appid.clone(),
-        mode: slot.app.mode.as_str(),
+    let next = health
+        .backoff_until
+        .filter(|until| *until > now)
+        .or(health.refresh_at.filter(|_| has_value));
+    Part {
         state,
-        token: token.as_deref().map(|t| TokenStatus {
+        value: value.as_deref().map(|t| TokenStatus {
             expires_in: t.expires_in_secs(now_ms),
             expires_at: t.expires_at_ms / 1000,
             fetched_at: t.fetched_at_ms / 1000,
             generation: t.generation,
         }),
         next_refresh_in: next.map(|at| at.saturating_duration_since(now).as_secs()),
-        upstream_calls_today: calls.values().sum(),
-        force_refresh_used_today: calls.get("stable_token_force").copied().unwrap_or(0),
-        upstream_calls_by_api: calls,
-        force_refresh_budget: settings.force_refresh_daily_budget,
         consecutive_failures: health.consecutive_failures,
         last_error: health.last_error.as_ref().map(|e| {
             let (class, errcode, rid) = match e.failure.as_ref() {
@@ -108,5 +126,55 @@ pub(super) fn of(slot: &Slot, settings: &KeeperSettings) -> AppStatus {
                 at: e.at_ms / 1000,
             }
         }),
+    }
+}
+
+pub(super) fn of(token: &Slot, tickets: &[&Slot], settings: &KeeperSettings) -> AppStatus {
+    let today = wechat_day(unix_now_ms());
+    let mut calls: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for slot in std::iter::once(token).chain(tickets.iter().copied()) {
+        let health = slot.health();
+        if health.day == today {
+            for (api, n) in &health.calls {
+                *calls.entry(api).or_default() += n;
+            }
+        }
+    }
+    let main = part(token, "no_token");
+    let tickets = tickets
+        .iter()
+        .filter_map(|slot| match slot.key.kind {
+            CredentialKind::Ticket(t) => {
+                let p = part(slot, "no_ticket");
+                Some((
+                    t.as_str(),
+                    TicketStatus {
+                        state: p.state,
+                        ticket: p.value,
+                        next_refresh_in: p.next_refresh_in,
+                        consecutive_failures: p.consecutive_failures,
+                        last_error: p.last_error,
+                    },
+                ))
+            }
+            CredentialKind::AccessToken => None,
+        })
+        .collect();
+    AppStatus {
+        id: token.app.id.clone(),
+        kind: token.app.kind.as_str(),
+        appid: token.app.appid.clone(),
+        agentid: token.app.agentid(),
+        mode: token.app.mode().map(|m| m.as_str()),
+        state: main.state,
+        token: main.value,
+        next_refresh_in: main.next_refresh_in,
+        upstream_calls_today: calls.values().sum(),
+        force_refresh_used_today: calls.get("stable_token_force").copied().unwrap_or(0),
+        upstream_calls_by_api: calls,
+        force_refresh_budget: settings.force_refresh_daily_budget,
+        consecutive_failures: main.consecutive_failures,
+        last_error: main.last_error,
+        tickets,
     }
 }

@@ -45,7 +45,15 @@ pub fn classify_token_endpoint(errcode: i64) -> ErrorClass {
     }
 }
 
-/// Classifies an errcode returned by an ordinary API called with a token.
+/// Classifies an errcode returned by WeCom's /cgi-bin/gettoken. 40001 (wrong secret),
+/// 40013 (corpid), 40091 (secret of another corp), 60020 (IP not allowed) and 48002 (no
+/// permission) need a human; 45033 (too many concurrent calls) and -1 clear on their own.
+pub fn classify_wecom_token_endpoint(errcode: i64) -> ErrorClass {
+    classify_token_endpoint(errcode)
+}
+
+/// Classifies an errcode returned by an ordinary API called with a token (tickets too):
+/// there 40001/40014/42001 mean the token is dead.
 pub fn classify_api(errcode: i64) -> ErrorClass {
     match errcode {
         40001 | 40014 | 42001 => ErrorClass::Refresh,
@@ -87,6 +95,17 @@ mod tests {
         assert_eq!(classify_token_endpoint(45009), ErrorClass::QuotaExhausted);
         assert_eq!(classify_token_endpoint(45011), ErrorClass::RateLimited);
         assert_eq!(classify_token_endpoint(40164), ErrorClass::Configuration);
+        for code in [40001, 40013, 40091, 60020, 48002] {
+            assert_eq!(
+                classify_wecom_token_endpoint(code),
+                ErrorClass::Configuration
+            );
+        }
+        assert_eq!(
+            classify_wecom_token_endpoint(45033),
+            ErrorClass::RateLimited
+        );
+        assert_eq!(classify_api(40014), ErrorClass::Refresh);
     }
 
     #[test]

@@ -11,13 +11,14 @@ use futures::future::BoxFuture;
 use secrecy::SecretString;
 
 use crate::config::TokenMode;
+use crate::credential::{CredentialKind, TicketType};
 pub use errcode::ErrorClass;
 pub use token::WechatClient;
 
-/// A value WeChat returned, before the keeper dates and numbers it.
+/// A value WeChat returned (a token or a ticket), before the keeper dates and numbers it.
 #[derive(Clone)]
 pub struct Fetched {
-    pub access_token: String,
+    pub value: String,
     /// Seconds the value is valid for, as WeChat said (never assumed to be 7200).
     pub expires_in: u64,
 }
@@ -25,33 +26,95 @@ pub struct Fetched {
 impl fmt::Debug for Fetched {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Fetched")
-            .field(
-                "access_token",
-                &crate::credential::Redacted(&self.access_token),
-            )
+            .field("value", &crate::credential::Redacted(&self.value))
             .field("expires_in", &self.expires_in)
             .finish()
     }
 }
 
-/// What to ask for.
+/// What to ask WeChat for.
 #[derive(Debug, Clone, Copy)]
-pub struct TokenRequest<'a> {
-    pub appid: &'a str,
-    pub secret: &'a SecretString,
-    pub mode: TokenMode,
-    /// Stable mode only: invalidate the current token and issue a new one.
-    pub force_refresh: bool,
+pub enum FetchRequest<'a> {
+    /// An official account's or mini program's access token.
+    OfficialToken {
+        appid: &'a str,
+        secret: &'a SecretString,
+        mode: TokenMode,
+        /// Stable mode only: invalidate the current token and issue a new one.
+        force_refresh: bool,
+    },
+    /// A WeCom app's access token (`/cgi-bin/gettoken` at `upstream.wecom_base`).
+    WecomToken {
+        corpid: &'a str,
+        secret: &'a SecretString,
+    },
+    /// A ticket, fetched with a valid access token of the same app.
+    Ticket {
+        access_token: &'a str,
+        ticket: TicketType,
+        /// WeCom tickets live at other paths on `upstream.wecom_base`.
+        wecom: bool,
+    },
 }
 
-impl TokenRequest<'_> {
+impl FetchRequest<'_> {
     /// The API name under which calls are counted (per app, per WeChat day).
     pub fn api_name(&self) -> &'static str {
-        match (self.mode, self.force_refresh) {
-            (TokenMode::Classic, _) => "token",
-            (TokenMode::Stable, false) => "stable_token",
-            (TokenMode::Stable, true) => "stable_token_force",
+        match self {
+            FetchRequest::OfficialToken {
+                mode: TokenMode::Classic,
+                ..
+            } => "token",
+            FetchRequest::OfficialToken {
+                force_refresh: false,
+                ..
+            } => "stable_token",
+            FetchRequest::OfficialToken { .. } => "stable_token_force",
+            FetchRequest::WecomToken { .. } => "gettoken",
+            FetchRequest::Ticket {
+                ticket: TicketType::Jsapi,
+                wecom: false,
+                ..
+            } => "getticket_jsapi",
+            FetchRequest::Ticket {
+                ticket: TicketType::WxCard,
+                ..
+            } => "getticket_wx_card",
+            FetchRequest::Ticket {
+                ticket: TicketType::Jsapi,
+                wecom: true,
+                ..
+            } => "get_jsapi_ticket",
+            FetchRequest::Ticket {
+                ticket: TicketType::AgentConfig,
+                ..
+            } => "ticket_agent_config",
         }
+    }
+}
+
+/// Every API name [`FetchRequest::api_name`] can return, for loading stored counters.
+pub const API_NAMES: &[&str] = &[
+    "token",
+    "stable_token",
+    "stable_token_force",
+    "gettoken",
+    "getticket_jsapi",
+    "getticket_wx_card",
+    "get_jsapi_ticket",
+    "ticket_agent_config",
+];
+
+/// Which credential an API name fetches, so stored counters go back to their slot.
+pub fn api_kind(api: &str) -> Option<CredentialKind> {
+    match api {
+        "token" | "stable_token" | "stable_token_force" | "gettoken" => {
+            Some(CredentialKind::AccessToken)
+        }
+        "getticket_jsapi" | "get_jsapi_ticket" => Some(CredentialKind::Ticket(TicketType::Jsapi)),
+        "getticket_wx_card" => Some(CredentialKind::Ticket(TicketType::WxCard)),
+        "ticket_agent_config" => Some(CredentialKind::Ticket(TicketType::AgentConfig)),
+        _ => None,
     }
 }
 
@@ -79,12 +142,12 @@ impl UpstreamError {
     }
 }
 
-/// WeChat's token APIs, behind a trait so that the keeper can be tested with a fake and
-/// so that other upstreams (WeCom, third-party platforms) can join later.
+/// WeChat's credential APIs, behind a trait so that other upstreams (third-party
+/// platforms) can join and the keeper can be driven by a fake.
 pub trait TokenApi: Send + Sync + 'static {
-    /// Fetches an access token for an official account or mini program.
-    fn fetch_access_token<'a>(
+    /// Fetches one token or ticket.
+    fn fetch<'a>(
         &'a self,
-        request: TokenRequest<'a>,
+        request: FetchRequest<'a>,
     ) -> BoxFuture<'a, Result<Fetched, UpstreamError>>;
 }

@@ -1,4 +1,6 @@
-//! /cgi-bin/token (classic) and /cgi-bin/stable_token over HTTPS (rustls).
+//! The credential endpoints over HTTPS (rustls): official /cgi-bin/token (classic),
+//! /cgi-bin/stable_token and /cgi-bin/ticket/getticket; WeCom /cgi-bin/gettoken,
+//! /cgi-bin/get_jsapi_ticket and /cgi-bin/ticket/get.
 
 use std::time::Duration;
 
@@ -8,8 +10,9 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::errcode::{self, ErrorClass};
-use super::{Fetched, TokenApi, TokenRequest, UpstreamError};
+use super::{FetchRequest, Fetched, TokenApi, UpstreamError};
 use crate::config::{TokenMode, UpstreamSettings};
+use crate::credential::TicketType;
 
 /// The longest token body we accept. WeChat says to reserve 512 characters; a body
 /// much larger than that is not a token response.
@@ -20,11 +23,13 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct WechatClient {
     http: reqwest::Client,
     api_base: String,
+    wecom_base: String,
 }
 
 #[derive(Deserialize)]
 struct TokenBody {
     access_token: Option<String>,
+    ticket: Option<String>,
     expires_in: Option<u64>,
     errcode: Option<i64>,
     errmsg: Option<String>,
@@ -41,31 +46,80 @@ impl WechatClient {
         Ok(Self {
             http,
             api_base: settings.api_base.clone(),
+            wecom_base: settings.wecom_base.clone(),
         })
     }
 
-    async fn fetch(&self, request: TokenRequest<'_>) -> Result<Fetched, UpstreamError> {
-        let secret = request.secret.expose_secret();
-        let call = match request.mode {
-            TokenMode::Classic => self
-                .http
-                .get(format!("{}/cgi-bin/token", self.api_base))
-                .query(&[
+    async fn fetch(&self, request: FetchRequest<'_>) -> Result<Fetched, UpstreamError> {
+        let (api, wecom) = (&self.api_base, &self.wecom_base);
+        let (call, classify): (_, fn(i64) -> ErrorClass) = match request {
+            FetchRequest::OfficialToken {
+                appid,
+                secret,
+                mode: TokenMode::Classic,
+                ..
+            } => (
+                self.http.get(format!("{api}/cgi-bin/token")).query(&[
                     ("grant_type", "client_credential"),
-                    ("appid", request.appid),
-                    ("secret", secret),
+                    ("appid", appid),
+                    ("secret", secret.expose_secret()),
                 ]),
-            TokenMode::Stable => self
-                .http
-                .post(format!("{}/cgi-bin/stable_token", self.api_base))
-                .json(&serde_json::json!({
-                    "grant_type": "client_credential",
-                    "appid": request.appid,
-                    "secret": secret,
-                    "force_refresh": request.force_refresh,
-                })),
+                errcode::classify_token_endpoint,
+            ),
+            FetchRequest::OfficialToken {
+                appid,
+                secret,
+                mode: TokenMode::Stable,
+                force_refresh,
+            } => (
+                self.http
+                    .post(format!("{api}/cgi-bin/stable_token"))
+                    .json(&serde_json::json!({
+                        "grant_type": "client_credential",
+                        "appid": appid,
+                        "secret": secret.expose_secret(),
+                        "force_refresh": force_refresh,
+                    })),
+                errcode::classify_token_endpoint,
+            ),
+            FetchRequest::WecomToken { corpid, secret } => (
+                self.http
+                    .get(format!("{wecom}/cgi-bin/gettoken"))
+                    .query(&[("corpid", corpid), ("corpsecret", secret.expose_secret())]),
+                errcode::classify_wecom_token_endpoint,
+            ),
+            FetchRequest::Ticket {
+                access_token,
+                ticket,
+                wecom: false,
+            } => (
+                self.http
+                    .get(format!("{api}/cgi-bin/ticket/getticket"))
+                    .query(&[("access_token", access_token), ("type", ticket.as_str())]),
+                errcode::classify_api,
+            ),
+            FetchRequest::Ticket {
+                access_token,
+                ticket: TicketType::Jsapi,
+                wecom: true,
+            } => (
+                self.http
+                    .get(format!("{wecom}/cgi-bin/get_jsapi_ticket"))
+                    .query(&[("access_token", access_token)]),
+                errcode::classify_api,
+            ),
+            FetchRequest::Ticket {
+                access_token,
+                ticket,
+                wecom: true,
+            } => (
+                self.http
+                    .get(format!("{wecom}/cgi-bin/ticket/get"))
+                    .query(&[("access_token", access_token), ("type", ticket.as_str())]),
+                errcode::classify_api,
+            ),
         };
-        // The URL of a classic call carries the secret: strip it from every error.
+        // URLs carry secrets and tokens: strip them from every error.
         let response = call.send().await.map_err(network_error)?;
         let status = response.status();
         let body = response.bytes().await.map_err(network_error)?;
@@ -95,7 +149,7 @@ impl WechatClient {
                 "WeChat's answer was too large to be a token",
             ));
         }
-        parse_token_body(&body)
+        parse_body(&body, classify)
     }
 }
 
@@ -110,7 +164,7 @@ fn network_error(err: reqwest::Error) -> UpstreamError {
     UpstreamError::transient(format!("calling WeChat {what}: {}", err.without_url()))
 }
 
-fn parse_token_body(body: &[u8]) -> Result<Fetched, UpstreamError> {
+fn parse_body(body: &[u8], classify: fn(i64) -> ErrorClass) -> Result<Fetched, UpstreamError> {
     let parsed: TokenBody = serde_json::from_slice(body)
         .map_err(|e| UpstreamError::transient(format!("WeChat's answer was not JSON: {e}")))?;
     match parsed {
@@ -121,32 +175,35 @@ fn parse_token_body(body: &[u8]) -> Result<Fetched, UpstreamError> {
         } if code != 0 => {
             let (message, rid) = errcode::split_rid(errmsg.as_deref().unwrap_or(""));
             Err(UpstreamError {
-                class: errcode::classify_token_endpoint(code),
+                class: classify(code),
                 errcode: Some(code),
                 message,
                 rid,
             })
         }
         TokenBody {
-            access_token: Some(access_token),
+            access_token,
+            ticket,
             expires_in: Some(expires_in),
             ..
-        } if !access_token.is_empty() && expires_in > 0 => Ok(Fetched {
-            access_token,
-            expires_in,
-        }),
+        } if expires_in > 0 => match access_token.or(ticket) {
+            Some(value) if !value.is_empty() => Ok(Fetched { value, expires_in }),
+            _ => Err(UpstreamError::transient(
+                "WeChat's answer had expires_in but no token or ticket",
+            )),
+        },
         _ => Err(UpstreamError::transient(
-            "WeChat's answer had neither a token with expires_in nor an errcode",
+            "WeChat's answer had neither a value with expires_in nor an errcode",
         )),
     }
 }
 
 impl TokenApi for WechatClient {
-    fn fetch_access_token<'a>(
+    fn fetch<'a>(
         &'a self,
-        request: TokenRequest<'a>,
+        request: FetchRequest<'a>,
     ) -> BoxFuture<'a, Result<Fetched, UpstreamError>> {
-        self.fetch(request).boxed()
+        WechatClient::fetch(self, request).boxed()
     }
 }
 
@@ -156,17 +213,33 @@ mod tests {
 
     #[test]
     fn parses_tokens_and_errors() {
-        let ok = parse_token_body(br#"{"access_token":"AT","expires_in":7000}"#).expect("token");
-        assert_eq!((ok.access_token.as_str(), ok.expires_in), ("AT", 7000));
-        let err = parse_token_body(br#"{"errcode":40013,"errmsg":"invalid appid rid: 1-2-3"}"#)
-            .expect_err("error");
+        let token = errcode::classify_token_endpoint;
+        let ok = parse_body(br#"{"access_token":"AT","expires_in":7000}"#, token).expect("token");
+        assert_eq!((ok.value.as_str(), ok.expires_in), ("AT", 7000));
+        let ticket = parse_body(
+            br#"{"errcode":0,"errmsg":"ok","ticket":"TK","expires_in":7200}"#,
+            errcode::classify_api,
+        )
+        .expect("ticket");
+        assert_eq!(ticket.value, "TK");
+        let dead = parse_body(
+            br#"{"errcode":40001,"errmsg":"invalid credential"}"#,
+            errcode::classify_api,
+        )
+        .expect_err("dead token");
+        assert_eq!(dead.class, ErrorClass::Refresh);
+        let err = parse_body(
+            br#"{"errcode":40013,"errmsg":"invalid appid rid: 1-2-3"}"#,
+            token,
+        )
+        .expect_err("error");
         assert_eq!(err.errcode, Some(40013));
         assert_eq!(err.class, ErrorClass::Configuration);
         assert_eq!(err.rid.as_deref(), Some("1-2-3"));
         let busy =
-            parse_token_body(br#"{"errcode":-1,"errmsg":"system error"}"#).expect_err("busy");
+            parse_body(br#"{"errcode":-1,"errmsg":"system error"}"#, token).expect_err("busy");
         assert_eq!(busy.class, ErrorClass::Transient);
-        let junk = parse_token_body(b"<html>").expect_err("junk");
+        let junk = parse_body(b"<html>", token).expect_err("junk");
         assert_eq!(junk.class, ErrorClass::Transient);
     }
 }

@@ -5,11 +5,16 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use wechat_emulator::{AppCredentials, Config as EmulatorConfig, FailKind, RunningEmulator};
+use wechat_emulator::{
+    AppCredentials, Config as EmulatorConfig, FailKind, RunningEmulator, WecomCredentials,
+};
 use wxtoken::{Server, Settings};
 
 pub const APPID: &str = "wx0123456789abcdef";
 pub const SECRET: &str = "the-real-secret";
+pub const CORPID: &str = "ww0123456789abcdef";
+pub const AGENTID: u64 = 1000002;
+pub const WECOM_SECRET: &str = "the-wecom-app-secret";
 /// Has `read` and `invalidate` on every app.
 pub const KEY: &str = "wxt_test_key_read_invalidate";
 /// Has only `read`, only on `shop`.
@@ -35,6 +40,9 @@ pub struct Options {
     pub request_timeout_ms: u64,
     /// The emulator's spacing of effective force refreshes (WeChat: 30 s).
     pub force_refresh_interval: Duration,
+    pub ticket_expires_in: u64,
+    /// The secret the server is configured with for the WeCom app `hr`.
+    pub wecom_secret: &'static str,
 }
 
 impl Default for Options {
@@ -52,6 +60,8 @@ impl Default for Options {
             keeper: "",
             request_timeout_ms: 2000,
             force_refresh_interval: Duration::from_secs(30),
+            ticket_expires_in: 7200,
+            wecom_secret: WECOM_SECRET,
         }
     }
 }
@@ -62,8 +72,30 @@ pub struct TestApp {
     pub emulator: RunningEmulator,
     /// Kept so the SQLite file lives as long as the app.
     _dir: tempfile::TempDir,
+    settings: Settings,
     /// Dropping it shuts the server down.
-    _shutdown: oneshot::Sender<()>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// Builds and starts a server; returns its base URL, shutdown sender and task.
+async fn start_server(
+    settings: &Settings,
+) -> (
+    String,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let server = Server::build(settings, listener)
+        .await
+        .expect("server builds");
+    let addr = server.local_addr().expect("addr");
+    let (tx, rx) = oneshot::channel();
+    let handle = tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    (format!("http://{addr}"), tx, handle)
 }
 
 pub fn emulator_config(options: &Options) -> EmulatorConfig {
@@ -77,6 +109,8 @@ pub fn emulator_config(options: &Options) -> EmulatorConfig {
         fail_kinds: options.fail_kinds.clone(),
         hang: options.hang,
         force_refresh_interval: options.force_refresh_interval,
+        wecom_apps: vec![WecomCredentials::new(CORPID, AGENTID, WECOM_SECRET)],
+        ticket_expires_in: options.ticket_expires_in,
         ..EmulatorConfig::default()
     }
 }
@@ -91,6 +125,7 @@ listen = "127.0.0.1:0"
 path = "{db}"
 [upstream]
 api_base = "{api_base}"
+wecom_base = "{api_base}"
 request_timeout_ms = {timeout}
 connect_timeout_ms = {timeout}
 [keeper]
@@ -104,6 +139,12 @@ mode = "{mode}"
 id = "other"
 appid = "wxfedcba9876543210"
 secret = "unknown-to-the-emulator"
+[[apps]]
+id = "hr"
+kind = "wecom"
+corpid = "{CORPID}"
+agentid = {AGENTID}
+secret = "{wecom_secret}"
 [[clients]]
 name = "order-service"
 key = "{KEY}"
@@ -124,6 +165,7 @@ scopes = ["read", "invalidate"]
         keeper = options.keeper,
         secret = options.secret,
         mode = options.mode,
+        wecom_secret = options.wecom_secret,
         read_only_digest = hex_sha256(READ_ONLY_KEY),
     )
 }
@@ -145,28 +187,44 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let db = dir.path().join("wxtoken.db");
     let toml = config_toml(&options, &emulator.base_url(), &db.display().to_string());
     let settings = Settings::from_toml(&toml).expect("test config is valid");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let server = Server::build(&settings, listener)
-        .await
-        .expect("server builds");
-    let addr = server.local_addr().expect("addr");
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(server.run(async {
-        let _ = rx.await;
-    }));
+    let (base, shutdown, server) = start_server(&settings).await;
     TestApp {
-        base: format!("http://{addr}"),
+        base,
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(2048)
             .build()
             .expect("client"),
         emulator,
         _dir: dir,
-        _shutdown: tx,
+        settings,
+        shutdown: Some(shutdown),
+        server: Some(server),
     }
 }
 
 impl TestApp {
+    /// Stops the server gracefully and starts a new one on the same SQLite file.
+    pub async fn restart(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server ran");
+        }
+        let (base, shutdown, server) = start_server(&self.settings).await;
+        self.base = base;
+        self.shutdown = Some(shutdown);
+        self.server = Some(server);
+    }
+
+    /// The emulator's counters for the WeCom app `hr`.
+    pub fn wecom_stats(&self) -> wechat_emulator::AppStats {
+        self.emulator
+            .emulator
+            .stats()
+            .app(&wechat_emulator::wecom_key(CORPID, AGENTID))
+    }
+
     pub fn upstream_calls(&self) -> u64 {
         self.emulator
             .emulator

@@ -8,3 +8,5 @@ mod invalidate;
 mod refresh;
 mod resilience;
 mod single_flight;
+mod tickets;
+mod wecom;
