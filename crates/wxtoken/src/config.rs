@@ -62,8 +62,36 @@ pub struct ServerSettings {
 pub enum StoreSettings {
     /// The embedded default: one SQLite file.
     Sqlite { path: PathBuf },
-    /// Several instances sharing one Redis (not built yet: rejected at start).
-    Redis { url: String },
+    /// Several instances sharing one Redis.
+    Redis {
+        url: String,
+        /// Every Redis operation gives up after this (the keeper serves from memory).
+        op_timeout: Duration,
+    },
+}
+
+/// How instances sharing a store coordinate (from `[store]`; used with Redis only).
+#[derive(Debug, Clone)]
+pub struct SharedSettings {
+    /// How long a refresher's lease lasts unless renewed; another instance takes over
+    /// this long after the holder dies.
+    pub lease_ttl: Duration,
+    /// How often every credential is compared with the store, in case an announcement
+    /// was missed.
+    pub reconcile_every: Duration,
+    /// Classic mode with the store unreachable: refresh alone anyway? A classic fetch
+    /// kills the token the other instances hold, so the default is no.
+    pub classic_refresh_when_down: bool,
+}
+
+impl Default for SharedSettings {
+    fn default() -> Self {
+        Self {
+            lease_ttl: Duration::from_secs(5),
+            reconcile_every: Duration::from_secs(10),
+            classic_refresh_when_down: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +118,8 @@ pub struct KeeperSettings {
     pub force_refresh_daily_budget: u32,
     /// WeChat ignores force refreshes less than 30 s apart, so we never send them closer.
     pub force_refresh_min_interval: Duration,
+    /// Coordination with other instances (from `[store]`).
+    pub shared: SharedSettings,
 }
 
 impl Default for KeeperSettings {
@@ -100,6 +130,7 @@ impl Default for KeeperSettings {
             min_ttl_wait: Duration::from_secs(10),
             force_refresh_daily_budget: 10,
             force_refresh_min_interval: Duration::from_secs(30),
+            shared: SharedSettings::default(),
         }
     }
 }
@@ -257,6 +288,10 @@ struct RawStore {
     kind: Option<String>,
     path: Option<String>,
     url: Option<String>,
+    op_timeout_ms: Option<u64>,
+    lease_ttl_ms: Option<u64>,
+    reconcile_secs: Option<u64>,
+    classic_refresh_when_down: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -354,7 +389,14 @@ impl Settings {
                         "must start with redis:// or rediss://",
                     ));
                 }
-                StoreSettings::Redis { url }
+                StoreSettings::Redis {
+                    url,
+                    op_timeout: positive_ms(
+                        "store.op_timeout_ms",
+                        raw.store.op_timeout_ms,
+                        Duration::from_secs(1),
+                    )?,
+                }
             }
             other => {
                 return Err(invalid(
@@ -425,6 +467,22 @@ impl Settings {
                 .force_refresh_min_interval_secs
                 .map(Duration::from_secs)
                 .unwrap_or(defaults.force_refresh_min_interval),
+            shared: SharedSettings {
+                lease_ttl: positive_ms(
+                    "store.lease_ttl_ms",
+                    raw.store.lease_ttl_ms,
+                    defaults.shared.lease_ttl,
+                )?,
+                reconcile_every: positive_secs(
+                    "store.reconcile_secs",
+                    raw.store.reconcile_secs,
+                    defaults.shared.reconcile_every,
+                )?,
+                classic_refresh_when_down: raw
+                    .store
+                    .classic_refresh_when_down
+                    .unwrap_or(defaults.shared.classic_refresh_when_down),
+            },
         };
 
         let mut apps = Vec::with_capacity(raw.apps.len());

@@ -13,7 +13,7 @@ use tracing::info;
 use crate::config::{Settings, StoreSettings};
 use crate::http::{self, AppState};
 use crate::keeper::Keeper;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{RedisOptions, RedisStore, SqliteStore, Store, StoreError};
 use crate::wechat::{TokenApi, WechatClient};
 
 /// After a shutdown signal, open requests get this long to finish.
@@ -26,8 +26,6 @@ const KEEPER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum StartError {
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
-    #[error("`store.kind = \"redis\"` is not available in this build yet; use \"sqlite\"")]
-    RedisUnsupported,
     #[error("cannot build the HTTPS client: {0}")]
     Http(#[from] reqwest::Error),
     #[error("cannot serve: {0}")]
@@ -87,7 +85,13 @@ impl Server {
     pub async fn build(settings: &Settings, listener: TcpListener) -> Result<Self, StartError> {
         let store: Arc<dyn Store> = match &settings.store {
             StoreSettings::Sqlite { path } => Arc::new(SqliteStore::open(path)?),
-            StoreSettings::Redis { .. } => return Err(StartError::RedisUnsupported),
+            StoreSettings::Redis { url, op_timeout } => Arc::new(
+                RedisStore::connect(RedisOptions {
+                    url: url.clone(),
+                    op_timeout: *op_timeout,
+                })
+                .await?,
+            ),
         };
         let api: Arc<dyn TokenApi> = Arc::new(WechatClient::new(&settings.upstream)?);
         Self::build_with(settings, listener, store, api).await

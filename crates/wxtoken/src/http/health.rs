@@ -18,16 +18,27 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// `ready`: the store answers. `degraded` (still 200, so load balancers keep sending
+/// traffic): the store does not answer, but every app's token is valid in memory and is
+/// being served. Otherwise 503. Either way, what the store warned about at start.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => Ok(Json(json!({"status": "ready"}))),
-        Ok(Err(e)) => Err(ApiError::NotReady(format!(
-            "the store is not answering: {e}"
-        ))),
-        Err(_) => Err(ApiError::NotReady(format!(
+    let warnings = state.store.warnings();
+    let problem = match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("the store is not answering: {e}")),
+        Err(_) => Some(format!(
             "the store did not answer within {}s",
             READY_TIMEOUT.as_secs()
-        ))),
+        )),
+    };
+    match problem {
+        None => Ok(Json(json!({"status": "ready", "warnings": warnings}))),
+        Some(problem) if state.keeper.all_serving() => Ok(Json(json!({
+            "status": "degraded",
+            "reason": format!("{problem}; serving the tokens held in memory"),
+            "warnings": warnings,
+        }))),
+        Some(problem) => Err(ApiError::NotReady(problem)),
     }
 }
 

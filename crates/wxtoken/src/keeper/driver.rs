@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use super::schedule::{self, Policy, serveable};
 use super::slot::{Demand, ErrorRecord, Slot};
-use super::{Ctx, Failure, KeeperError};
+use super::{Ctx, Failure, KeeperError, shared};
 use crate::config::{AppKind, TokenMode};
 use crate::credential::{CredentialKind, TicketType, Token, next_wechat_midnight_ms, unix_now_ms};
 use crate::wechat::{ErrorClass, FetchRequest, Fetched};
@@ -164,13 +164,29 @@ fn cooling_down(last_report_refresh_ms: Option<u64>, token: &Token, now_ms: u64)
         .is_some_and(|last| now_ms.saturating_sub(last) < cooldown.as_millis() as u64)
 }
 
-/// One refresh, installed on success and recorded (with its backoff) on failure.
+/// One refresh (coordinated with other instances when the store is shared), installed
+/// on success and recorded (with its backoff) on failure.
 async fn refresh(slot: &Slot, ctx: &Ctx, invalidating: Option<String>) -> Result<(), Arc<Failure>> {
-    let result = match slot.key.kind {
-        CredentialKind::AccessToken => refresh_token(slot, ctx, invalidating).await,
-        CredentialKind::Ticket(ticket) => refresh_ticket(slot, ctx, ticket).await,
+    let result = match ctx.store.coordination() {
+        Some(coordination) => shared::refresh(slot, ctx, coordination, invalidating).await,
+        None => fetch(slot, ctx, invalidating, true).await,
     };
     result.map_err(|failure| record_failure(slot, failure))
+}
+
+/// Fetches from WeChat and installs. `may_force`: whether a stable-mode force_refresh
+/// is allowed at all (not while the shared store is unreachable: it would kill the token
+/// the other instances hold).
+pub(super) async fn fetch(
+    slot: &Slot,
+    ctx: &Ctx,
+    invalidating: Option<String>,
+    may_force: bool,
+) -> Result<(), Arc<Failure>> {
+    match slot.key.kind {
+        CredentialKind::AccessToken => refresh_token(slot, ctx, invalidating, may_force).await,
+        CredentialKind::Ticket(ticket) => refresh_ticket(slot, ctx, ticket).await,
+    }
 }
 
 /// An access token: a normal call, and in stable mode a force_refresh if WeChat hands
@@ -179,6 +195,7 @@ async fn refresh_token(
     slot: &Slot,
     ctx: &Ctx,
     invalidating: Option<String>,
+    may_force: bool,
 ) -> Result<(), Arc<Failure>> {
     if invalidating.is_some() {
         slot.health().last_report_refresh_ms = Some(unix_now_ms());
@@ -202,7 +219,16 @@ async fn refresh_token(
     if slot.app.mode() != Some(TokenMode::Stable) || token.value != dead {
         return Ok(());
     }
-    if let Err(why) = force_allowed(slot, ctx) {
+    let allowed = if may_force {
+        force_allowed(slot, ctx)
+    } else {
+        Err(
+            "the shared store is unreachable, and a force_refresh alone would kill the token \
+             the other instances hold"
+                .to_owned(),
+        )
+    };
+    if let Err(why) = allowed {
         warn!(app = %slot.key.app, "token reported dead but WeChat returns it again; {why}");
         return Err(Arc::new(Failure::ForceRefused(why)));
     }
@@ -322,6 +348,8 @@ async fn call(
 
 async fn install(slot: &Slot, ctx: &Ctx, (fetched, started_ms): (Fetched, u64)) -> Arc<Token> {
     let previous = slot.current.load_full();
+    // With a shared store, `previous` is at least as new as the stored value: a refresh
+    // adopts the stored value before fetching.
     let (generation, fetched_at_ms, renewed) = match previous.as_deref() {
         Some(p) if p.value == fetched.value => (p.generation, p.fetched_at_ms, false),
         Some(p) => (p.generation + 1, started_ms, true),
@@ -362,10 +390,54 @@ async fn install(slot: &Slot, ctx: &Ctx, (fetched, started_ms): (Fetched, u64)) 
         metrics::counter!("wxtoken_token_renewals_total", "app" => slot.key.app.clone(), "kind" => kind)
             .increment(1);
     }
-    if let Err(e) = ctx.store.save(slot.key.clone(), (*token).clone()).await {
-        warn!(app = %slot.key.app, kind, error = %e, "could not persist; serving from memory");
+    match ctx.store.save(slot.key.clone(), (*token).clone()).await {
+        Ok(true) => {}
+        // Another instance stored a newer value (we lost our lease while fetching): the
+        // stored generation wins everywhere, here too.
+        Ok(false) => {
+            warn!(app = %slot.key.app, kind, generation, "the store holds a newer value; adopting it");
+            if let Ok(Some(stored)) = ctx.store.load(slot.key.clone()).await {
+                adopt(slot, ctx, stored);
+            }
+        }
+        Err(e) => {
+            warn!(app = %slot.key.app, kind, error = %e, "could not persist; serving from memory")
+        }
     }
     token
+}
+
+/// Takes a value another instance stored, if it is newer than ours. Returns whether it
+/// was taken.
+pub(super) fn adopt(slot: &Slot, ctx: &Ctx, stored: Token) -> bool {
+    let local = slot.current.load_full();
+    if !shared::is_newer(&stored, local.as_deref()) {
+        return false;
+    }
+    let now_ms = unix_now_ms();
+    let delay = schedule::refresh_delay(&stored, slot.policy(), &ctx.settings, now_ms);
+    let kind = slot.key.kind.as_str();
+    info!(
+        app = %slot.key.app,
+        kind,
+        value = %stored.redacted(),
+        generation = stored.generation,
+        expires_in = stored.expires_in_secs(now_ms),
+        "adopted the value another instance stored"
+    );
+    metrics::gauge!("wxtoken_token_expires_at_seconds", "app" => slot.key.app.clone(), "kind" => kind)
+        .set((stored.expires_at_ms / 1000) as f64);
+    slot.current.store(Some(Arc::new(stored)));
+    {
+        let mut health = slot.health();
+        health.refresh_at = Some(Instant::now() + delay);
+        // Someone got a value: our own backoff no longer guards anything.
+        health.backoff_until = None;
+        health.backoff_class = None;
+        health.consecutive_failures = 0;
+    }
+    slot.outcome.send_modify(|o| o.installs += 1);
+    true
 }
 
 /// Records a failed round and sets the backoff its class calls for.

@@ -8,6 +8,7 @@
 mod budget;
 mod driver;
 pub mod schedule;
+mod shared;
 mod slot;
 mod status;
 
@@ -85,6 +86,9 @@ pub(crate) struct Ctx {
     pub api: Arc<dyn TokenApi>,
     pub store: Arc<dyn Store>,
     pub settings: KeeperSettings,
+    /// This instance's name in leases: random per start, so a restarted instance never
+    /// mistakes a lease of its previous life for its own.
+    pub owner: String,
     /// WeCom's hourly ticket limits, counted locally so we never hit them.
     pub ticket_budget: TicketBudget,
 }
@@ -129,15 +133,35 @@ impl Keeper {
         api: Arc<dyn TokenApi>,
         store: Arc<dyn Store>,
     ) -> Result<Self, StoreError> {
-        let mut stored: HashMap<CredentialKey, Token> =
-            store.load_all().await?.into_iter().collect();
         let now_ms = unix_now_ms();
         let day = wechat_day(now_ms);
-        let usage = store.usage(day.clone()).await?;
+        let mut stored: HashMap<CredentialKey, Token> = HashMap::new();
+        let mut usage = Vec::new();
+        for app in apps {
+            let kinds = std::iter::once(CredentialKind::AccessToken).chain(
+                app.kind
+                    .tickets()
+                    .iter()
+                    .map(|t| CredentialKind::Ticket(*t)),
+            );
+            for kind in kinds {
+                let key = CredentialKey {
+                    app: app.id.clone(),
+                    kind,
+                };
+                if let Some(token) = store.load(key.clone()).await? {
+                    stored.insert(key, token);
+                }
+            }
+            usage.extend(store.usage(day.clone(), app.id.clone()).await?);
+        }
+        let mut owner = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut owner);
         let ctx = Arc::new(Ctx {
             api,
             store,
             settings,
+            owner: hex::encode(owner),
             ticket_budget: TicketBudget::default(),
         });
 
@@ -192,10 +216,20 @@ impl Keeper {
         }
 
         let (shutdown, _) = watch::channel(false);
-        let drivers = all
-            .into_iter()
-            .map(|slot| tokio::spawn(driver::run(slot, ctx.clone(), shutdown.subscribe())))
+        let mut drivers: Vec<JoinHandle<()>> = all
+            .iter()
+            .map(|slot| tokio::spawn(driver::run(slot.clone(), ctx.clone(), shutdown.subscribe())))
             .collect();
+        if let Some(coordination) = ctx.store.coordination() {
+            let updates = coordination.updates();
+            info!(owner = %ctx.owner, "sharing the store with other instances");
+            drivers.push(tokio::spawn(shared::follow(
+                all,
+                ctx.clone(),
+                updates,
+                shutdown.subscribe(),
+            )));
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 apps: built,
@@ -245,6 +279,14 @@ impl Keeper {
                     .collect::<Vec<_>>()
                     .join(", "),
             })
+    }
+
+    /// Whether every app has a valid access token in memory.
+    pub fn all_serving(&self) -> bool {
+        self.inner
+            .apps
+            .values()
+            .all(|a| a.token.serveable(Duration::ZERO).is_some())
     }
 
     /// The hot path: the current access token if it has more than `min_left` to live. A

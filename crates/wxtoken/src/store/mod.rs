@@ -1,12 +1,18 @@
 //! Durable state behind one trait: the current value of every credential and the
-//! per-day upstream call counters. The keeper is the only caller; the store knows
-//! nothing of the keeper or of HTTP.
+//! per-day upstream call counters; for a store several instances share (Redis), also the
+//! [`Coordination`] that elects one refresher per credential and spreads new values.
+//! The keeper is the only caller; the store knows nothing of the keeper or of HTTP.
 
+mod redis;
 mod sqlite;
 
-use futures::future::BoxFuture;
+use std::time::Duration;
 
-use crate::credential::{CredentialKey, Token};
+use futures::future::BoxFuture;
+use tokio::sync::broadcast;
+
+use crate::credential::{CredentialKey, Generation, Token};
+pub use redis::{RedisOptions, RedisStore};
 pub use sqlite::SqliteStore;
 
 /// A store failure. The keeper logs it and keeps serving from memory.
@@ -14,6 +20,10 @@ pub use sqlite::SqliteStore;
 pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("the store did not answer within {0:?}")]
+    Timeout(Duration),
     #[error("the store's worker thread failed: {0}")]
     Worker(String),
     #[error("stored data is corrupt: {0}")]
@@ -31,11 +41,11 @@ pub struct UsageRow {
 /// Durable state. Methods take owned values so that implementations can move them onto
 /// a worker thread or into a network call.
 pub trait Store: Send + Sync + 'static {
-    /// Every stored credential, for warming the keeper at start.
-    fn load_all(&self) -> BoxFuture<'_, Result<Vec<(CredentialKey, Token)>, StoreError>>;
+    /// The stored value of one credential.
+    fn load(&self, key: CredentialKey) -> BoxFuture<'_, Result<Option<Token>, StoreError>>;
 
-    /// Writes a credential unless a newer generation is already stored. Returns whether
-    /// it was written.
+    /// Writes a credential unless a newer one is stored: a higher generation, or the same
+    /// generation with another value. Returns whether it was written.
     fn save(&self, key: CredentialKey, token: Token) -> BoxFuture<'_, Result<bool, StoreError>>;
 
     /// Adds `n` upstream calls of `api` by `app` on WeChat day `day` (YYYY-MM-DD).
@@ -47,9 +57,57 @@ pub trait Store: Send + Sync + 'static {
         n: u64,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// The counters of one WeChat day.
-    fn usage(&self, day: String) -> BoxFuture<'_, Result<Vec<UsageRow>, StoreError>>;
+    /// One app's counters of one WeChat day.
+    fn usage(&self, day: String, app: String) -> BoxFuture<'_, Result<Vec<UsageRow>, StoreError>>;
 
     /// Whether the store answers (readiness).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// What the store would lose on a restart of its own, said once at start.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Coordination between instances, for a store several of them share.
+    fn coordination(&self) -> Option<&dyn Coordination> {
+        None
+    }
+}
+
+/// A change another instance (or this one) made, as announced by the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// `key` now has this generation in the store.
+    Stored(CredentialKey, Generation),
+    /// Announcements may have been missed (the connection dropped): compare everything.
+    Resync,
+}
+
+/// Electing one refresher per credential across instances, and hearing about new values.
+pub trait Coordination: Send + Sync {
+    /// Takes the refresh lease of `key` for `owner` for `ttl`, if nobody holds it.
+    fn acquire_lease<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Extends the lease if `owner` still holds it; false if it was lost.
+    fn renew_lease<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Gives the lease up if `owner` still holds it (compare-and-delete).
+    fn release_lease<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Announcements of stored values, from every instance.
+    fn updates(&self) -> broadcast::Receiver<Update>;
 }

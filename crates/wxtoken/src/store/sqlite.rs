@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Store, StoreError, UsageRow};
-use crate::credential::{CredentialKey, CredentialKind, Token};
+use crate::credential::{CredentialKey, Token};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 /// Append new ones; never edit a released one.
@@ -96,34 +96,25 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 }
 
 impl Store for SqliteStore {
-    fn load_all(&self) -> BoxFuture<'_, Result<Vec<(CredentialKey, Token)>, StoreError>> {
-        self.run(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT app, kind, value, expires_at_ms, fetched_at_ms, lifetime_secs, generation
-                 FROM credentials",
-            )?;
-            let rows = stmt.query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    Token {
-                        value: row.get(2)?,
-                        expires_at_ms: row.get::<_, i64>(3)? as u64,
-                        fetched_at_ms: row.get::<_, i64>(4)? as u64,
-                        lifetime_secs: row.get::<_, i64>(5)? as u64,
-                        generation: row.get::<_, i64>(6)? as u64,
+    fn load(&self, key: CredentialKey) -> BoxFuture<'_, Result<Option<Token>, StoreError>> {
+        self.run(move |conn| {
+            let token = conn
+                .query_row(
+                    "SELECT value, expires_at_ms, fetched_at_ms, lifetime_secs, generation
+                     FROM credentials WHERE app = ?1 AND kind = ?2",
+                    params![key.app, key.kind.as_str()],
+                    |row| {
+                        Ok(Token {
+                            value: row.get(0)?,
+                            expires_at_ms: row.get::<_, i64>(1)? as u64,
+                            fetched_at_ms: row.get::<_, i64>(2)? as u64,
+                            lifetime_secs: row.get::<_, i64>(3)? as u64,
+                            generation: row.get::<_, i64>(4)? as u64,
+                        })
                     },
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (app, kind, token) = row?;
-                // A kind written by a newer build is skipped, not fatal.
-                if let Some(kind) = CredentialKind::parse(&kind) {
-                    out.push((CredentialKey { app, kind }, token));
-                }
-            }
-            Ok(out)
+                )
+                .optional()?;
+            Ok(token)
         })
     }
 
@@ -140,7 +131,9 @@ impl Store for SqliteStore {
                     fetched_at_ms = excluded.fetched_at_ms,
                     lifetime_secs = excluded.lifetime_secs,
                     generation = excluded.generation
-                 WHERE excluded.generation >= credentials.generation",
+                 WHERE excluded.generation > credentials.generation
+                    OR (excluded.generation = credentials.generation
+                        AND excluded.value = credentials.value)",
                 params![
                     key.app,
                     key.kind.as_str(),
@@ -172,10 +165,11 @@ impl Store for SqliteStore {
         })
     }
 
-    fn usage(&self, day: String) -> BoxFuture<'_, Result<Vec<UsageRow>, StoreError>> {
+    fn usage(&self, day: String, app: String) -> BoxFuture<'_, Result<Vec<UsageRow>, StoreError>> {
         self.run(move |conn| {
-            let mut stmt = conn.prepare("SELECT app, api, calls FROM usage WHERE day = ?1")?;
-            let rows = stmt.query_map([day], |row| {
+            let mut stmt =
+                conn.prepare("SELECT app, api, calls FROM usage WHERE day = ?1 AND app = ?2")?;
+            let rows = stmt.query_map([day, app], |row| {
                 Ok(UsageRow {
                     app: row.get(0)?,
                     api: row.get(1)?,
@@ -226,8 +220,17 @@ mod tests {
                 .await
                 .expect("save")
         );
-        let all = store.load_all().await.expect("load");
-        assert_eq!(all, vec![(key, token("new", 2))]);
+        let other = store
+            .save(key.clone(), token("other", 2))
+            .await
+            .expect("save");
+        assert!(!other, "the same generation with another value is refused");
+        let renewed = store
+            .save(key.clone(), token("new", 2))
+            .await
+            .expect("save");
+        assert!(renewed, "the same value may be written again (a renewal)");
+        assert_eq!(store.load(key).await.expect("load"), Some(token("new", 2)));
     }
 
     #[tokio::test]
@@ -250,8 +253,15 @@ mod tests {
                 .expect("usage");
         }
         let store = SqliteStore::open(&path).expect("reopen");
-        assert_eq!(store.load_all().await.expect("load").len(), 1);
-        let usage = store.usage("2024-01-01".into()).await.expect("usage");
+        let loaded = store
+            .load(CredentialKey::access_token("a"))
+            .await
+            .expect("load");
+        assert_eq!(loaded, Some(token("v", 1)));
+        let usage = store
+            .usage("2024-01-01".into(), "a".into())
+            .await
+            .expect("usage");
         assert_eq!(
             usage,
             vec![UsageRow {

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli;
+mod fleet;
 mod helpers;
 mod invalidate;
 mod refresh;

@@ -1,0 +1,461 @@
+//! The shared store for several instances: Redis (or a Redis Cluster).
+//!
+//! Cluster-safe by design: every key of an app carries the hash tag `{app}`
+//! (`wxtoken:{shop}:access_token`, `...:access_token:lease`, `...:usage:2026-11-25`), so a
+//! credential's value and its lease live in one slot, and no command or script touches
+//! keys of two apps. Writes are compare-and-set on generation in one Lua script that also
+//! announces the new generation on the `wxtoken:updates` channel; instances keep local
+//! copies and learn of new values from that channel (and from a periodic comparison the
+//! keeper runs as a safety net). Every operation has a short timeout, so a Redis outage
+//! never stalls a refresh for long, and serving never touches Redis at all.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::{Coordination, Store, StoreError, Update, UsageRow};
+use crate::credential::{CredentialKey, CredentialKind, Token};
+
+/// The pub/sub channel new generations are announced on (not a key: no slot).
+pub const UPDATES_CHANNEL: &str = "wxtoken:updates";
+/// Per-day usage counters are kept this long, for status and for a look back.
+const USAGE_TTL_SECS: i64 = 3 * 86_400;
+/// A stored value is dropped this long after it expires (removed apps clean themselves).
+const VALUE_GRACE_MS: u64 = 86_400_000;
+/// The subscriber retries a lost connection after this, doubling up to `RESUBSCRIBE_MAX`.
+const RESUBSCRIBE_MIN: Duration = Duration::from_millis(100);
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
+
+/// Writes unless a newer value is stored (higher generation, or the same generation with
+/// another value), sets the value's expiry, and announces it.
+const SAVE_LUA: &str = r#"
+local gen = tonumber(ARGV[5])
+local cur = redis.call('HMGET', KEYS[1], 'generation', 'value')
+if cur[1] then
+  local stored = tonumber(cur[1])
+  if stored > gen or (stored == gen and cur[2] ~= ARGV[1]) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], 'value', ARGV[1], 'expires_at_ms', ARGV[2],
+  'fetched_at_ms', ARGV[3], 'lifetime_secs', ARGV[4], 'generation', ARGV[5])
+redis.call('PEXPIREAT', KEYS[1], ARGV[6])
+redis.call('PUBLISH', ARGV[7], ARGV[8])
+return 1
+"#;
+
+/// Extends a lease only for its owner.
+const RENEW_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#;
+
+/// Deletes a lease only for its owner.
+const RELEASE_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+/// How to reach Redis.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// `redis://` or `rediss://` (TLS, rustls with the webpki roots).
+    pub url: String,
+    /// Every operation gives up after this; the keeper then serves from memory.
+    pub op_timeout: Duration,
+}
+
+/// A Redis-backed store shared by several instances.
+pub struct RedisStore {
+    conn: ConnectionManager,
+    op_timeout: Duration,
+    updates: broadcast::Sender<Update>,
+    warnings: Vec<String>,
+    save: Script,
+    renew: Script,
+    release: Script,
+    /// The pub/sub task; stopped when the store is dropped.
+    subscriber: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("op_timeout", &self.op_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        self.subscriber.abort();
+    }
+}
+
+fn value_key(key: &CredentialKey) -> String {
+    format!("wxtoken:{{{}}}:{}", key.app, key.kind.as_str())
+}
+
+fn lease_key(key: &CredentialKey) -> String {
+    format!("{}:lease", value_key(key))
+}
+
+fn usage_key(app: &str, day: &str) -> String {
+    format!("wxtoken:{{{app}}}:usage:{day}")
+}
+
+impl RedisStore {
+    /// Connects (Redis must answer at start), checks its persistence settings and starts
+    /// listening for announcements.
+    pub async fn connect(options: RedisOptions) -> Result<Self, StoreError> {
+        let client = redis::Client::open(options.url.as_str())?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(options.op_timeout)
+            .set_response_timeout(options.op_timeout)
+            .set_number_of_retries(1);
+        let conn = within(
+            options.op_timeout * 3,
+            ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await?;
+        let (updates, _) = broadcast::channel(1024);
+        let mut store = Self {
+            conn,
+            op_timeout: options.op_timeout,
+            updates: updates.clone(),
+            warnings: Vec::new(),
+            save: Script::new(SAVE_LUA),
+            renew: Script::new(RENEW_LUA),
+            release: Script::new(RELEASE_LUA),
+            subscriber: tokio::spawn(subscribe(client, updates)),
+        };
+        store.ping_now().await?;
+        store.warnings = store.persistence_warnings().await;
+        for warning in &store.warnings {
+            warn!("{warning}");
+        }
+        Ok(store)
+    }
+
+    async fn ping_now(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        within(self.op_timeout, async move {
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// A Redis that keeps nothing on disk loses every stored token on its own restart.
+    async fn persistence_warnings(&self) -> Vec<String> {
+        let mut conn = self.conn.clone();
+        let config = within(self.op_timeout, async move {
+            let aof: HashMap<String, String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("appendonly")
+                .query_async(&mut conn)
+                .await?;
+            let save: HashMap<String, String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("save")
+                .query_async(&mut conn)
+                .await?;
+            Ok((aof, save))
+        })
+        .await;
+        match config {
+            Ok((aof, save)) => {
+                let aof_off = aof.get("appendonly").is_some_and(|v| v == "no");
+                let no_saves = save.get("save").is_some_and(|v| v.trim().is_empty());
+                if aof_off && no_saves {
+                    vec![
+                        "Redis keeps nothing on disk (appendonly no and no save points): \
+                         a Redis restart loses the stored tokens, tickets and counters, and \
+                         every instance then repopulates it from memory"
+                            .to_owned(),
+                    ]
+                } else {
+                    Vec::new()
+                }
+            }
+            // Managed Redis often disables CONFIG; then we cannot tell.
+            Err(e) => {
+                debug!(error = %e, "could not read Redis persistence settings");
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// Runs `fut` with a timeout, turning both failures into a [`StoreError`].
+async fn within<T>(
+    limit: Duration,
+    fut: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(StoreError::Timeout(limit)),
+    }
+}
+
+/// Listens on the updates channel, reconnecting with backoff; after every (re)subscribe
+/// it asks the keeper to compare everything, since announcements may have been missed.
+async fn subscribe(client: redis::Client, updates: broadcast::Sender<Update>) {
+    let mut delay = RESUBSCRIBE_MIN;
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => match pubsub.subscribe(UPDATES_CHANNEL).await {
+                Ok(()) => {
+                    delay = RESUBSCRIBE_MIN;
+                    debug!("subscribed to {UPDATES_CHANNEL}");
+                    let _ = updates.send(Update::Resync);
+                    let mut messages = pubsub.on_message();
+                    while let Some(message) = messages.next().await {
+                        match message
+                            .get_payload::<String>()
+                            .ok()
+                            .and_then(|p| parse_update(&p))
+                        {
+                            Some(update) => {
+                                let _ = updates.send(update);
+                            }
+                            None => debug!("ignoring a malformed update announcement"),
+                        }
+                    }
+                    warn!("lost the Redis updates subscription; reconnecting");
+                }
+                Err(e) => debug!(error = %e, "could not subscribe to {UPDATES_CHANNEL}"),
+            },
+            Err(e) => debug!(error = %e, "could not connect to Redis for updates"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(RESUBSCRIBE_MAX);
+    }
+}
+
+fn announcement(key: &CredentialKey, token: &Token) -> String {
+    format!("{} {} {}", key.app, key.kind.as_str(), token.generation)
+}
+
+fn parse_update(payload: &str) -> Option<Update> {
+    let mut parts = payload.split(' ');
+    let app = parts.next()?.to_owned();
+    let kind = CredentialKind::parse(parts.next()?)?;
+    let generation = parts.next()?.parse().ok()?;
+    Some(Update::Stored(CredentialKey { app, kind }, generation))
+}
+
+fn parse_token(fields: HashMap<String, String>) -> Result<Option<Token>, StoreError> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let number = |name: &str| {
+        fields
+            .get(name)
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("stored field `{name}` is missing or not a number"))
+            })
+    };
+    Ok(Some(Token {
+        value: fields
+            .get("value")
+            .cloned()
+            .ok_or_else(|| StoreError::Corrupt("stored field `value` is missing".into()))?,
+        expires_at_ms: number("expires_at_ms")?,
+        fetched_at_ms: number("fetched_at_ms")?,
+        lifetime_secs: number("lifetime_secs")?,
+        generation: number("generation")?,
+    }))
+}
+
+impl Store for RedisStore {
+    fn load(&self, key: CredentialKey) -> BoxFuture<'_, Result<Option<Token>, StoreError>> {
+        let mut conn = self.conn.clone();
+        async move {
+            let fields: HashMap<String, String> =
+                within(self.op_timeout, conn.hgetall(value_key(&key))).await?;
+            parse_token(fields)
+        }
+        .boxed()
+    }
+
+    fn save(&self, key: CredentialKey, token: Token) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let mut conn = self.conn.clone();
+        async move {
+            let mut invocation = self.save.key(value_key(&key));
+            invocation
+                .arg(&token.value)
+                .arg(token.expires_at_ms)
+                .arg(token.fetched_at_ms)
+                .arg(token.lifetime_secs)
+                .arg(token.generation)
+                .arg(token.expires_at_ms + VALUE_GRACE_MS)
+                .arg(UPDATES_CHANNEL)
+                .arg(announcement(&key, &token));
+            let written: i64 = within(self.op_timeout, invocation.invoke_async(&mut conn)).await?;
+            Ok(written == 1)
+        }
+        .boxed()
+    }
+
+    fn add_usage(
+        &self,
+        day: String,
+        app: String,
+        api: &'static str,
+        n: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let mut conn = self.conn.clone();
+        async move {
+            let key = usage_key(&app, &day);
+            // One key, so the transaction stays in one slot.
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .hincr(&key, api, n)
+                .ignore()
+                .expire(&key, USAGE_TTL_SECS)
+                .ignore();
+            within(self.op_timeout, pipe.query_async::<()>(&mut conn)).await
+        }
+        .boxed()
+    }
+
+    fn usage(&self, day: String, app: String) -> BoxFuture<'_, Result<Vec<UsageRow>, StoreError>> {
+        let mut conn = self.conn.clone();
+        async move {
+            let fields: HashMap<String, u64> =
+                within(self.op_timeout, conn.hgetall(usage_key(&app, &day))).await?;
+            Ok(fields
+                .into_iter()
+                .map(|(api, calls)| UsageRow {
+                    app: app.clone(),
+                    api,
+                    calls,
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.ping_now().boxed()
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
+    }
+
+    fn coordination(&self) -> Option<&dyn Coordination> {
+        Some(self)
+    }
+}
+
+impl Coordination for RedisStore {
+    fn acquire_lease<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let mut conn = self.conn.clone();
+        async move {
+            let set: Option<String> = within(
+                self.op_timeout,
+                redis::cmd("SET")
+                    .arg(lease_key(key))
+                    .arg(owner)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis() as u64)
+                    .query_async(&mut conn),
+            )
+            .await?;
+            Ok(set.is_some())
+        }
+        .boxed()
+    }
+
+    fn renew_lease<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let mut conn = self.conn.clone();
+        async move {
+            let mut invocation = self.renew.key(lease_key(key));
+            invocation.arg(owner).arg(ttl.as_millis() as u64);
+            let renewed: i64 = within(self.op_timeout, invocation.invoke_async(&mut conn)).await?;
+            Ok(renewed == 1)
+        }
+        .boxed()
+    }
+
+    fn release_lease<'a>(
+        &'a self,
+        key: &'a CredentialKey,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let mut conn = self.conn.clone();
+        async move {
+            let mut invocation = self.release.key(lease_key(key));
+            invocation.arg(owner);
+            let released: i64 = within(self.op_timeout, invocation.invoke_async(&mut conn)).await?;
+            if released == 0 {
+                info!(credential = %key, "the refresh lease had already passed to another instance");
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn updates(&self) -> broadcast::Receiver<Update> {
+        self.updates.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_of_an_app_shares_its_hash_tag() {
+        let key = CredentialKey::access_token("shop");
+        assert_eq!(value_key(&key), "wxtoken:{shop}:access_token");
+        assert_eq!(lease_key(&key), "wxtoken:{shop}:access_token:lease");
+        assert_eq!(
+            usage_key("shop", "2026-11-25"),
+            "wxtoken:{shop}:usage:2026-11-25"
+        );
+    }
+
+    #[test]
+    fn announcements_round_trip() {
+        let key = CredentialKey::ticket("shop", crate::credential::TicketType::Jsapi);
+        let token = Token {
+            value: "v".into(),
+            expires_at_ms: 1,
+            fetched_at_ms: 0,
+            lifetime_secs: 1,
+            generation: 7,
+        };
+        assert_eq!(
+            parse_update(&announcement(&key, &token)),
+            Some(Update::Stored(key, 7))
+        );
+        assert_eq!(parse_update("shop nonsense 1"), None);
+    }
+}

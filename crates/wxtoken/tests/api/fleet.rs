@@ -1,0 +1,562 @@
+//! Several instances on one real Redis (a `redis-server` each test starts on a free
+//! port), against the emulator.
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use wechat_emulator::{AppCredentials, Config as EmulatorConfig, RunningEmulator, TokenCheck};
+use wxtoken::credential::{CredentialKey, Token};
+use wxtoken::store::{RedisOptions, RedisStore, Store, Update};
+use wxtoken::{Server, Settings};
+
+use crate::helpers::{APPID, KEY, SECRET};
+
+/// A `redis-server` of the test's own, with no persistence, killed on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+async fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut server = Self {
+            child: None,
+            port: free_port().await,
+            dir,
+        };
+        server.restart().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and waits until it answers PING.
+    pub async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is installed (./scripts/test installs it)");
+        self.child = Some(child);
+        let client = redis::Client::open(self.url()).expect("url");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                let pong: redis::RedisResult<String> =
+                    redis::cmd("PING").query_async(&mut conn).await;
+                if pong.is_ok() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("kill redis-server");
+        }
+    }
+
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect")
+    }
+}
+
+/// The config of one fleet instance: the `shop` app only, so readiness speaks of it alone.
+pub fn fleet_config(mode: &str, api_base: &str, redis_url: &str, lease_ttl_ms: u64) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[store]
+kind = "redis"
+url = "{redis_url}"
+lease_ttl_ms = {lease_ttl_ms}
+reconcile_secs = 1
+op_timeout_ms = 300
+[upstream]
+api_base = "{api_base}"
+request_timeout_ms = 5000
+[[apps]]
+id = "shop"
+appid = "{APPID}"
+secret = "{SECRET}"
+mode = "{mode}"
+[[clients]]
+name = "order-service"
+key = "{KEY}"
+apps = ["*"]
+scopes = ["read", "invalidate"]
+"#
+    )
+}
+
+struct Instance {
+    base: String,
+    _shutdown: oneshot::Sender<()>,
+}
+
+struct Fleet {
+    emulator: RunningEmulator,
+    instances: Vec<Instance>,
+    http: reqwest::Client,
+}
+
+async fn spawn_fleet(n: usize, mode: &str, redis: &RedisServer, latency: Duration) -> Fleet {
+    let emulator = wechat_emulator::spawn(EmulatorConfig {
+        apps: vec![AppCredentials::new(APPID, SECRET)],
+        latency,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator");
+    let settings = Settings::from_toml(&fleet_config(
+        mode,
+        &emulator.base_url(),
+        &redis.url(),
+        2000,
+    ))
+    .expect("valid");
+    // Built together, so that every instance starts cold at the same moment.
+    let servers = join_all((0..n).map(|_| async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Server::build(&settings, listener)
+            .await
+            .expect("server builds")
+    }))
+    .await;
+    let instances = servers
+        .into_iter()
+        .map(|server| {
+            let base = format!("http://{}", server.local_addr().expect("addr"));
+            let (tx, rx) = oneshot::channel();
+            tokio::spawn(server.run(async {
+                let _ = rx.await;
+            }));
+            Instance {
+                base,
+                _shutdown: tx,
+            }
+        })
+        .collect();
+    Fleet {
+        emulator,
+        instances,
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(2048)
+            .build()
+            .expect("client"),
+    }
+}
+
+impl Fleet {
+    fn calls(&self) -> u64 {
+        self.emulator
+            .emulator
+            .stats()
+            .app(APPID)
+            .upstream_token_calls()
+    }
+
+    async fn get(&self, i: usize, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.instances[i].base))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .expect("sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn token(&self, i: usize) -> String {
+        let (status, body) = self.get(i, "/v1/apps/shop/access_token").await;
+        assert_eq!(status, 200, "instance {i}: {body}");
+        body["access_token"].as_str().expect("token").to_owned()
+    }
+}
+
+async fn cold_requests_make_one_call(n: usize) {
+    let redis = RedisServer::start().await;
+    let fleet = spawn_fleet(n, "classic", &redis, Duration::from_millis(300)).await;
+    let answers = join_all((0..1000).map(|i| fleet.get(i % n, "/v1/apps/shop/access_token"))).await;
+    let mut tokens = HashSet::new();
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        tokens.insert(body["access_token"].as_str().expect("token").to_owned());
+    }
+    assert_eq!(tokens.len(), 1, "every instance serves the one token");
+    assert_eq!(fleet.calls(), 1, "{n} instances, one upstream call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_cold_requests_over_two_instances_make_one_upstream_call() {
+    cold_requests_make_one_call(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_cold_requests_over_four_instances_make_one_upstream_call() {
+    cold_requests_make_one_call(4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_sent_to_one_instance_is_seen_by_another() {
+    let redis = RedisServer::start().await;
+    let fleet = spawn_fleet(2, "classic", &redis, Duration::ZERO).await;
+    let first = fleet.token(0).await;
+    assert_eq!(fleet.token(1).await, first);
+
+    let response: Value = fleet
+        .http
+        .post(format!(
+            "{}/v1/apps/shop/access_token/invalidate",
+            fleet.instances[0].base
+        ))
+        .bearer_auth(KEY)
+        .json(&serde_json::json!({ "access_token": first }))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let second = response["access_token"].as_str().expect("token").to_owned();
+    assert_ne!(second, first);
+    let sent = Instant::now();
+    // Poll B: it must switch to the new token without being asked (pub/sub).
+    loop {
+        if fleet.token(1).await == second {
+            break;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "instance B never saw the new token"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!(
+        "instance B served the new token {:?} after A stored it",
+        sent.elapsed()
+    );
+    assert!(sent.elapsed() < Duration::from_millis(500));
+    // B reporting the old token fetches nothing: it is not current anywhere.
+    assert_eq!(fleet.calls(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_writer_cannot_overwrite_a_newer_generation() {
+    let redis = RedisServer::start().await;
+    let store = RedisStore::connect(RedisOptions {
+        url: redis.url(),
+        op_timeout: Duration::from_secs(1),
+    })
+    .await
+    .expect("connect");
+    let coordination = store.coordination().expect("redis coordinates");
+    let mut updates = coordination.updates();
+    let key = CredentialKey::access_token("shop");
+    let token = |value: &str, generation| Token {
+        value: value.into(),
+        expires_at_ms: 4_102_444_800_000,
+        fetched_at_ms: 0,
+        lifetime_secs: 7200,
+        generation,
+    };
+    assert!(
+        store
+            .save(key.clone(), token("new", 2))
+            .await
+            .expect("save")
+    );
+    // A paused instance wakes up with an older fetch, or the same generation and another value.
+    assert!(
+        !store
+            .save(key.clone(), token("old", 1))
+            .await
+            .expect("save")
+    );
+    assert!(
+        !store
+            .save(key.clone(), token("rival", 2))
+            .await
+            .expect("save")
+    );
+    assert_eq!(
+        store.load(key.clone()).await.expect("load"),
+        Some(token("new", 2))
+    );
+
+    // Every write is announced.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let update = tokio::time::timeout_at(deadline, updates.recv())
+            .await
+            .expect("an announcement arrives")
+            .expect("channel open");
+        if update == Update::Stored(key.clone(), 2) {
+            break;
+        }
+    }
+
+    // Leases: one owner at a time, released only by their owner.
+    let ttl = Duration::from_secs(5);
+    assert!(
+        coordination
+            .acquire_lease(&key, "a", ttl)
+            .await
+            .expect("acquire")
+    );
+    assert!(
+        !coordination
+            .acquire_lease(&key, "b", ttl)
+            .await
+            .expect("acquire")
+    );
+    assert!(
+        !coordination
+            .renew_lease(&key, "b", ttl)
+            .await
+            .expect("renew")
+    );
+    coordination
+        .release_lease(&key, "b")
+        .await
+        .expect("release");
+    assert!(
+        !coordination
+            .acquire_lease(&key, "b", ttl)
+            .await
+            .expect("still a's")
+    );
+    coordination
+        .release_lease(&key, "a")
+        .await
+        .expect("release");
+    assert!(
+        coordination
+            .acquire_lease(&key, "b", ttl)
+            .await
+            .expect("now b's")
+    );
+
+    // Keys are hash-tagged per app, so a Redis Cluster keeps an app in one slot.
+    let mut conn = redis.connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert!(!keys.is_empty());
+    assert!(
+        keys.iter().all(|k| k.starts_with("wxtoken:{shop}:")),
+        "{keys:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_redis_killed_and_restarted_clients_see_no_error_and_nothing_is_refetched() {
+    let mut redis = RedisServer::start().await;
+    let fleet = spawn_fleet(2, "classic", &redis, Duration::ZERO).await;
+    let token = fleet.token(0).await;
+    assert_eq!(fleet.token(1).await, token);
+    let (_, ready) = fleet.get(0, "/readyz").await;
+    assert_eq!(ready["status"], "ready");
+    assert!(
+        ready["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("nothing on disk")),
+        "a Redis without persistence is warned about: {ready}"
+    );
+
+    redis.kill().await;
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        for i in 0..2 {
+            assert_eq!(
+                fleet.token(i).await,
+                token,
+                "served from memory while Redis is down"
+            );
+        }
+    }
+    let (status, ready) = fleet.get(1, "/readyz").await;
+    assert_eq!(
+        (status, ready["status"].as_str()),
+        (200, Some("degraded")),
+        "{ready}"
+    );
+
+    redis.restart().await;
+    // Both notice on their own (reconnect + reconcile), and re-seed the empty Redis.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut conn = redis.connection().await;
+    loop {
+        let stored: Option<String> = redis::cmd("HGET")
+            .arg("wxtoken:{shop}:access_token")
+            .arg("value")
+            .query_async(&mut conn)
+            .await
+            .expect("hget");
+        let (_, a) = fleet.get(0, "/readyz").await;
+        let (_, b) = fleet.get(1, "/readyz").await;
+        if stored.as_deref() == Some(token.as_str())
+            && a["status"] == "ready"
+            && b["status"] == "ready"
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fleet did not recover: {a} {b} {stored:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..2 {
+        assert_eq!(fleet.token(i).await, token);
+    }
+    assert_eq!(
+        fleet.calls(),
+        1,
+        "no refresh storm: the token was valid throughout"
+    );
+}
+
+/// `wxtoken serve` as a child process, and its base URL once it listens.
+async fn serve_process(config: &std::path::Path) -> (Child, String) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wxtoken"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("wxtoken starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let base = loop {
+        let line = lines
+            .next_line()
+            .await
+            .expect("read")
+            .expect("server exited early");
+        if let Some(addr) = line.split("addr=").nth(1) {
+            break format!("http://{}", addr.split_whitespace().next().expect("addr"));
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_killed_while_holding_the_lease_is_replaced_within_the_lease_ttl() {
+    let redis = RedisServer::start().await;
+    // A slow WeChat keeps the first instance's fetch (and lease) in flight.
+    let emulator = wechat_emulator::spawn(EmulatorConfig {
+        apps: vec![AppCredentials::new(APPID, SECRET)],
+        latency: Duration::from_millis(1500),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator");
+    let lease_ttl = Duration::from_millis(1000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("wxtoken.toml");
+    std::fs::write(
+        &config,
+        fleet_config(
+            "classic",
+            &emulator.base_url(),
+            &redis.url(),
+            lease_ttl.as_millis() as u64,
+        ),
+    )
+    .expect("write config");
+
+    let (mut first, _) = serve_process(&config).await;
+    let mut conn = redis.connection().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let holder = loop {
+        let owner: Option<String> = redis::cmd("GET")
+            .arg("wxtoken:{shop}:access_token:lease")
+            .query_async(&mut conn)
+            .await
+            .expect("get lease");
+        if let Some(owner) = owner {
+            break owner;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first instance never took the lease"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    first.kill().await.expect("SIGKILL");
+    let killed = Instant::now();
+
+    let (_second, base) = serve_process(&config).await;
+    let token: Value = reqwest::Client::new()
+        .get(format!("{base}/v1/apps/shop/access_token"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let token = token["access_token"]
+        .as_str()
+        .expect("the second instance took over");
+    let took = killed.elapsed();
+    println!("token served {took:?} after the lease holder was killed");
+    // The dead holder's lease expires within its TTL; then one fetch (1.5 s) follows.
+    assert!(
+        took < lease_ttl + Duration::from_millis(1500) + Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert_eq!(emulator.emulator.check_token(token), TokenCheck::Valid);
+    let owner: Option<String> = redis::cmd("GET")
+        .arg("wxtoken:{shop}:access_token:lease")
+        .query_async(&mut conn)
+        .await
+        .expect("get lease");
+    assert_ne!(
+        owner.as_deref(),
+        Some(holder.as_str()),
+        "the dead holder's lease is gone"
+    );
+    // The dead instance takes the lease before it calls WeChat, so its call may or may
+    // not have left: one or two calls, never more.
+    let calls = emulator.emulator.stats().app(APPID).upstream_token_calls();
+    assert!((1..=2).contains(&calls), "{calls} upstream calls");
+}
