@@ -91,7 +91,13 @@ impl RedisServer {
 }
 
 /// The config of one fleet instance: the `shop` app only, so readiness speaks of it alone.
-pub fn fleet_config(mode: &str, api_base: &str, redis_url: &str, lease_ttl_ms: u64) -> String {
+pub fn fleet_config(
+    mode: &str,
+    api_base: &str,
+    redis_url: &str,
+    lease_ttl_ms: u64,
+    store_extra: &str,
+) -> String {
     format!(
         r#"
 [server]
@@ -102,6 +108,7 @@ url = "{redis_url}"
 lease_ttl_ms = {lease_ttl_ms}
 reconcile_secs = 1
 op_timeout_ms = 300
+{store_extra}
 [upstream]
 api_base = "{api_base}"
 request_timeout_ms = 5000
@@ -131,20 +138,30 @@ struct Fleet {
 }
 
 async fn spawn_fleet(n: usize, mode: &str, redis: &RedisServer, latency: Duration) -> Fleet {
-    let emulator = wechat_emulator::spawn(EmulatorConfig {
-        apps: vec![AppCredentials::new(APPID, SECRET)],
+    let emulator = EmulatorConfig {
         latency,
         ..EmulatorConfig::default()
+    };
+    spawn_fleet_with(n, mode, redis, emulator, "", "").await
+}
+
+/// `store_extra` goes into `[store]`; `extra` is appended (e.g. a `[keeper]` table).
+async fn spawn_fleet_with(
+    n: usize,
+    mode: &str,
+    redis: &RedisServer,
+    emulator: EmulatorConfig,
+    store_extra: &str,
+    extra: &str,
+) -> Fleet {
+    let emulator = wechat_emulator::spawn(EmulatorConfig {
+        apps: vec![AppCredentials::new(APPID, SECRET)],
+        ..emulator
     })
     .await
     .expect("emulator");
-    let settings = Settings::from_toml(&fleet_config(
-        mode,
-        &emulator.base_url(),
-        &redis.url(),
-        2000,
-    ))
-    .expect("valid");
+    let toml = fleet_config(mode, &emulator.base_url(), &redis.url(), 2000, store_extra) + extra;
+    let settings = Settings::from_toml(&toml).expect("valid");
     // Built together, so that every instance starts cold at the same moment.
     let servers = join_all((0..n).map(|_| async {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -450,6 +467,63 @@ async fn with_redis_killed_and_restarted_clients_see_no_error_and_nothing_is_ref
     );
 }
 
+/// Short tokens, Redis killed after warm-up, clients past the first token's expiry.
+async fn outlive_the_first_token_without_redis(
+    mode: &str,
+    store_extra: &str,
+    extra: &str,
+) -> (Fleet, String) {
+    let mut redis = RedisServer::start().await;
+    let emulator = EmulatorConfig {
+        expires_in: 4,
+        overlap: Duration::from_secs(1),
+        ..EmulatorConfig::default()
+    };
+    let fleet = spawn_fleet_with(1, mode, &redis, emulator, store_extra, extra).await;
+    let first = fleet.token(0).await;
+    redis.kill().await;
+    // Past the first token's expiry (the scenario itself, not a synchronisation).
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    (fleet, first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_a_stable_mode_instance_refreshes_alone() {
+    let keeper = "[keeper]\nstable_window_secs = 1\n";
+    let (fleet, first) = outlive_the_first_token_without_redis("stable", "", keeper).await;
+    let now = fleet.token(0).await;
+    assert_ne!(now, first, "the token was renewed while Redis was down");
+    assert_eq!(fleet.emulator.emulator.check_token(&now), TokenCheck::Valid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_a_classic_mode_instance_does_not_refresh_alone() {
+    let (fleet, _) = outlive_the_first_token_without_redis("classic", "", "").await;
+    let (status, body) = fleet.get(0, "/v1/apps/shop/access_token").await;
+    assert_eq!(status, 503, "{body}");
+    let message = body["error"]["message"].as_str().expect("msg");
+    assert!(message.contains("not refreshing alone"), "{body}");
+    assert_eq!(
+        fleet.calls(),
+        1,
+        "a classic fetch alone would kill the fleet's token"
+    );
+    let (status, _) = fleet.get(0, "/readyz").await;
+    assert_eq!(
+        status, 503,
+        "nothing valid to serve and no store: not ready"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_classic_mode_refreshes_alone_when_configured_to() {
+    let store = "classic_refresh_when_down = true";
+    let (fleet, first) = outlive_the_first_token_without_redis("classic", store, "").await;
+    let now = fleet.token(0).await;
+    assert_ne!(now, first);
+    assert_eq!(fleet.emulator.emulator.check_token(&now), TokenCheck::Valid);
+}
+
 /// `wxtoken serve` as a child process, and its base URL once it listens.
 async fn serve_process(config: &std::path::Path) -> (Child, String) {
     use tokio::io::{AsyncBufReadExt, BufReader};
@@ -499,6 +573,7 @@ async fn an_instance_killed_while_holding_the_lease_is_replaced_within_the_lease
             &emulator.base_url(),
             &redis.url(),
             lease_ttl.as_millis() as u64,
+            "",
         ),
     )
     .expect("write config");
