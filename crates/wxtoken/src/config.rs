@@ -23,7 +23,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A configuration problem, always naming the key it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -67,6 +67,9 @@ pub enum StoreSettings {
         url: String,
         /// Every Redis operation gives up after this (the keeper serves from memory).
         op_timeout: Duration,
+        /// PEM file of the CA that signed a `rediss://` server's certificate, when it is
+        /// not one of the public roots.
+        tls_ca_file: Option<PathBuf>,
     },
 }
 
@@ -292,6 +295,7 @@ struct RawStore {
     lease_ttl_ms: Option<u64>,
     reconcile_secs: Option<u64>,
     classic_refresh_when_down: Option<bool>,
+    tls_ca_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -389,8 +393,19 @@ impl Settings {
                         "must start with redis:// or rediss://",
                     ));
                 }
+                let tls_ca_file = match raw.store.tls_ca_file.as_deref() {
+                    Some(_) if !url.starts_with("rediss://") => {
+                        return Err(invalid(
+                            "store.tls_ca_file",
+                            "applies only to a rediss:// url",
+                        ));
+                    }
+                    Some(path) => Some(PathBuf::from(expand("store.tls_ca_file", path)?)),
+                    None => None,
+                };
                 StoreSettings::Redis {
                     url,
+                    tls_ca_file,
                     op_timeout: positive_ms(
                         "store.op_timeout_ms",
                         raw.store.op_timeout_ms,

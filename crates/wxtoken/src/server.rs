@@ -24,11 +24,16 @@ const KEEPER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot open the store: {0}")]
+    #[error("cannot open the store")]
     Store(#[from] StoreError),
-    #[error("cannot build the HTTPS client: {0}")]
+    #[error("cannot read store.tls_ca_file {path}")]
+    TlsCa {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot build the HTTPS client")]
     Http(#[from] reqwest::Error),
-    #[error("cannot serve: {0}")]
+    #[error("cannot serve")]
     Io(#[from] std::io::Error),
 }
 
@@ -85,13 +90,29 @@ impl Server {
     pub async fn build(settings: &Settings, listener: TcpListener) -> Result<Self, StartError> {
         let store: Arc<dyn Store> = match &settings.store {
             StoreSettings::Sqlite { path } => Arc::new(SqliteStore::open(path)?),
-            StoreSettings::Redis { url, op_timeout } => Arc::new(
-                RedisStore::connect(RedisOptions {
-                    url: url.clone(),
-                    op_timeout: *op_timeout,
-                })
-                .await?,
-            ),
+            StoreSettings::Redis {
+                url,
+                op_timeout,
+                tls_ca_file,
+            } => {
+                let tls_ca_pem = match tls_ca_file {
+                    Some(path) => {
+                        Some(std::fs::read(path).map_err(|source| StartError::TlsCa {
+                            path: path.clone(),
+                            source,
+                        })?)
+                    }
+                    None => None,
+                };
+                Arc::new(
+                    RedisStore::connect(RedisOptions {
+                        url: url.clone(),
+                        op_timeout: *op_timeout,
+                        tls_ca_pem,
+                    })
+                    .await?,
+                )
+            }
         };
         let api: Arc<dyn TokenApi> = Arc::new(WechatClient::new(&settings.upstream)?);
         Self::build_with(settings, listener, store, api).await

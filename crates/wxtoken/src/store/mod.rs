@@ -15,19 +15,32 @@ use crate::credential::{CredentialKey, Generation, Token};
 pub use redis::{RedisOptions, RedisStore};
 pub use sqlite::SqliteStore;
 
-/// A store failure. The keeper logs it and keeps serving from memory.
+/// A store failure. The keeper logs it and keeps serving from memory. The cause is part
+/// of the message (not a chained source), so that a one-line log says everything.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error("redis: {0}")]
-    Redis(#[from] ::redis::RedisError),
+    Redis(::redis::RedisError),
     #[error("the store did not answer within {0:?}")]
     Timeout(Duration),
     #[error("the store's worker thread failed: {0}")]
     Worker(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e)
+    }
+}
+
+impl From<::redis::RedisError> for StoreError {
+    fn from(e: ::redis::RedisError) -> Self {
+        StoreError::Redis(e)
+    }
 }
 
 /// One per-day counter row.

@@ -75,6 +75,8 @@ pub struct RedisOptions {
     pub url: String,
     /// Every operation gives up after this; the keeper then serves from memory.
     pub op_timeout: Duration,
+    /// A private CA (PEM) to trust for `rediss://`, besides the public roots.
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 /// A Redis-backed store shared by several instances.
@@ -120,16 +122,34 @@ impl RedisStore {
     /// Connects (Redis must answer at start), checks its persistence settings and starts
     /// listening for announcements.
     pub async fn connect(options: RedisOptions) -> Result<Self, StoreError> {
-        let client = redis::Client::open(options.url.as_str())?;
+        let client = match options.tls_ca_pem {
+            Some(pem) => redis::Client::build_with_tls(
+                options.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )?,
+            None => redis::Client::open(options.url.as_str())?,
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(options.op_timeout)
             .set_response_timeout(options.op_timeout)
             .set_number_of_retries(1);
-        let conn = within(
+        let manager = within(
             options.op_timeout * 3,
             ConnectionManager::new_with_config(client.clone(), config),
         )
-        .await?;
+        .await;
+        let conn = match manager {
+            Ok(conn) => conn,
+            // The manager retries quietly; one plain attempt says why (refused, TLS...).
+            Err(StoreError::Timeout(limit)) => {
+                within(limit, client.get_multiplexed_async_connection()).await?;
+                return Err(StoreError::Timeout(limit));
+            }
+            Err(e) => return Err(e),
+        };
         let (updates, _) = broadcast::channel(1024);
         let mut store = Self {
             conn,

@@ -23,6 +23,23 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// With TLS: the CA (PEM) that signed its certificate.
+    tls_ca: Option<String>,
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it, as PEM: (ca, cert, key).
+fn private_ca() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("ca");
+    let key = KeyPair::generate().expect("server key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("server params")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("server cert");
+    (ca.pem(), cert.pem(), key.serialize_pem())
 }
 
 async fn free_port() -> u16 {
@@ -37,19 +54,83 @@ impl RedisServer {
             child: None,
             port: free_port().await,
             dir,
+            tls_ca: None,
+        };
+        server.restart().await;
+        server
+    }
+
+    /// A server that speaks only TLS, with a certificate from a private CA.
+    pub async fn start_tls() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca, cert, key) = private_ca();
+        for (name, pem) in [("ca.pem", &ca), ("server.pem", &cert), ("server.key", &key)] {
+            std::fs::write(dir.path().join(name), pem).expect("write pem");
+        }
+        let mut server = Self {
+            child: None,
+            port: free_port().await,
+            dir,
+            tls_ca: Some(ca),
         };
         server.restart().await;
         server
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls_ca.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn client(&self) -> redis::Client {
+        match &self.tls_ca {
+            Some(ca) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone().into_bytes()),
+                },
+            )
+            .expect("tls client"),
+            None => redis::Client::open(self.url()).expect("url"),
+        }
     }
 
     /// Starts (again) on the same port and waits until it answers PING.
     pub async fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+        let port = self.port.to_string();
+        let mut command = Command::new("redis-server");
+        command.args(["--bind", "127.0.0.1"]);
+        if self.tls_ca.is_some() {
+            let file = |name: &str| self.dir.path().join(name).display().to_string();
+            command
+                .args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port,
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .args([
+                    "--tls-cert-file",
+                    &file("server.pem"),
+                    "--tls-key-file",
+                    &file("server.key"),
+                ])
+                .args(["--tls-ca-cert-file", &file("ca.pem")]);
+        } else {
+            command.args(["--port", &port]);
+        }
+        let child = command
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -59,7 +140,7 @@ impl RedisServer {
             .spawn()
             .expect("redis-server is installed (./scripts/test installs it)");
         self.child = Some(child);
-        let client = redis::Client::open(self.url()).expect("url");
+        let client = self.client();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
@@ -82,8 +163,7 @@ impl RedisServer {
     }
 
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .expect("url")
+        self.client()
             .get_multiplexed_async_connection()
             .await
             .expect("connect")
@@ -295,6 +375,7 @@ async fn a_stale_writer_cannot_overwrite_a_newer_generation() {
     let store = RedisStore::connect(RedisOptions {
         url: redis.url(),
         op_timeout: Duration::from_secs(1),
+        tls_ca_pem: None,
     })
     .await
     .expect("connect");
@@ -634,4 +715,27 @@ async fn an_instance_killed_while_holding_the_lease_is_replaced_within_the_lease
     // not have left: one or two calls, never more.
     let calls = emulator.emulator.stats().app(APPID).upstream_token_calls();
     assert!((1..=2).contains(&calls), "{calls} upstream calls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca_serves_a_fleet() {
+    let redis = RedisServer::start_tls().await;
+    let ca = format!("tls_ca_file = {:?}", redis.ca_file().display().to_string());
+    let fleet = spawn_fleet_with(2, "stable", &redis, EmulatorConfig::default(), &ca, "").await;
+    let token = fleet.token(0).await;
+    assert_eq!(fleet.token(1).await, token);
+    assert_eq!(fleet.calls(), 1, "one fetch over TLS-coordinated instances");
+
+    // Without the CA, the server's certificate is not trusted, and the start says why.
+    let toml = fleet_config("stable", &fleet.emulator.base_url(), &redis.url(), 2000, "");
+    let settings = Settings::from_toml(&toml).expect("valid");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let error = Server::build(&settings, listener)
+        .await
+        .expect_err("untrusted certificate");
+    let chain = format!("{:#}", anyhow::Error::from(error)).to_lowercase();
+    assert!(
+        chain.contains("certificate") || chain.contains("issuer"),
+        "{chain}"
+    );
 }
