@@ -125,14 +125,16 @@ impl Server {
         store: Arc<dyn Store>,
         api: Arc<dyn TokenApi>,
     ) -> Result<Self, StartError> {
+        // The recorder first, so that the keeper's first upstream calls are counted.
+        let metrics = metrics_handle();
         let keeper =
             Keeper::start(&settings.apps, settings.keeper.clone(), api, store.clone()).await?;
-        let state = AppState {
-            keeper: keeper.clone(),
-            clients: settings.clients.iter().cloned().map(Arc::new).collect(),
+        let state = AppState::new(
+            keeper.clone(),
+            settings.clients.iter().cloned().map(Arc::new).collect(),
             store,
-            metrics: metrics_handle(),
-        };
+            metrics,
+        );
         Ok(Self {
             listener,
             router: http::router(state),

@@ -28,21 +28,52 @@ use error::ApiError;
 /// Request bodies above this are refused with 413: every body we accept is tiny.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The one state handle, cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
+/// The one state handle: a single `Arc`, so cloning it per request costs one increment.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Shared>);
+
+/// What every route may use.
+pub struct Shared {
     pub keeper: Keeper,
     /// Every configured client; looked up by key digest.
-    pub clients: Arc<[Arc<ClientSettings>]>,
+    pub clients: Vec<Arc<ClientSettings>>,
     /// For readiness only; routes never read or write it.
     pub store: Arc<dyn Store>,
     /// Renders /metrics.
     pub metrics: PrometheusHandle,
+    /// Token bodies already rendered this second, per app.
+    pub rendered: tokens::RenderCache,
 }
 
-impl std::fmt::Debug for AppState {
+impl AppState {
+    pub fn new(
+        keeper: Keeper,
+        clients: Vec<Arc<ClientSettings>>,
+        store: Arc<dyn Store>,
+        metrics: PrometheusHandle,
+    ) -> Self {
+        let rendered = tokens::RenderCache::new(keeper.app_ids());
+        Self(Arc::new(Shared {
+            keeper,
+            clients,
+            store,
+            metrics,
+            rendered,
+        }))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState")
+        f.debug_struct("Shared")
             .field("keeper", &self.keeper)
             .field("clients", &self.clients.len())
             .finish_non_exhaustive()
@@ -51,27 +82,34 @@ impl std::fmt::Debug for AppState {
 
 /// All routes with their state.
 pub fn router(state: AppState) -> Router {
+    // Only routes that read a body carry the limit; the hot GET pays nothing for it.
+    let limited = || DefaultBodyLimit::max(MAX_BODY_BYTES);
     Router::new()
         .route("/v1/apps", get(apps::list))
         .route("/v1/apps/{app}", get(apps::show))
         .route("/v1/apps/{app}/access_token", get(tokens::access_token))
         .route(
             "/v1/apps/{app}/access_token/invalidate",
-            post(tokens::invalidate),
+            post(tokens::invalidate).layer(limited()),
         )
         .route("/v1/apps/{app}/ticket/{ticket}", get(tickets::ticket))
         .route(
             "/v1/apps/{app}/ticket/{ticket}/invalidate",
-            post(tickets::invalidate),
+            post(tickets::invalidate).layer(limited()),
         )
-        .route("/v1/apps/{app}/jssdk/config", post(jssdk::config))
-        .route("/v1/apps/{app}/jssdk/card_sign", post(jssdk::card_sign))
+        .route(
+            "/v1/apps/{app}/jssdk/config",
+            post(jssdk::config).layer(limited()),
+        )
+        .route(
+            "/v1/apps/{app}/jssdk/card_sign",
+            post(jssdk::card_sign).layer(limited()),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 

@@ -1,10 +1,8 @@
 //! `/v1/apps/{app}/ticket/{type}` and its `invalidate`.
 
-use std::collections::HashMap;
-
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
@@ -47,10 +45,10 @@ pub async fn ticket(
     State(state): State<AppState>,
     caller: Caller,
     Path((app, ticket)): Path<(String, String)>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.authorize(&state, &app, Scope::Read)?;
-    let min_ttl = min_ttl(query)?;
+    let min_ttl = min_ttl(query.as_deref())?;
     let value = state.keeper.ticket(&app, &ticket, min_ttl).await?;
     Ok(ticket_response(&value, None))
 }

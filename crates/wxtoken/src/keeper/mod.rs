@@ -28,6 +28,7 @@ use crate::credential::{
 use crate::store::{Store, StoreError};
 use crate::wechat::{API_NAMES, ErrorClass, TokenApi, UpstreamError};
 use budget::TicketBudget;
+use schedule::serveable;
 use slot::{Health, Slot};
 pub use status::{AppStatus, ErrorStatus, TicketStatus, TokenStatus};
 
@@ -293,6 +294,20 @@ impl Keeper {
     /// memory read; no lock, no I/O.
     pub fn current(&self, app: &str, min_left: Duration) -> Option<Arc<Token>> {
         self.inner.apps.get(app)?.token.serveable(min_left)
+    }
+
+    /// The hot path without a reference count: runs `f` on the current access token if
+    /// it has more than `min_left` to live (an arc-swap guard, not a clone).
+    pub fn with_current<R>(
+        &self,
+        app: &str,
+        min_left: Duration,
+        f: impl FnOnce(&Token) -> R,
+    ) -> Option<R> {
+        let slot = &self.inner.apps.get(app)?.token;
+        let guard = slot.current.load();
+        let token = guard.as_deref()?;
+        serveable(token, unix_now_ms(), min_left).then(|| f(token))
     }
 
     /// An access token with at least `min_ttl` left (or just a valid one), waiting for

@@ -120,6 +120,20 @@ async fn a_restarted_server_with_a_valid_stored_token_makes_no_upstream_call() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), token);
 
+    // The very first upstream call (made while the server was starting) is counted.
+    let metrics = http
+        .get(format!("{}/metrics", first.base))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"wxtoken_upstream_calls_total{app="shop",api="stable_token"} 1"#),
+        "{metrics}"
+    );
+
     let mut logs = stop(first).await;
 
     let second = serve(&config).await;
