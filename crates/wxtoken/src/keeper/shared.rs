@@ -62,7 +62,10 @@ pub(super) async fn refresh(
     let ttl = ctx.settings.shared.lease_ttl;
     for _ in 0..MAX_WAITS {
         match coordination.acquire_lease(&slot.key, &ctx.owner, ttl).await {
-            Ok(true) => return refresh_leased(slot, ctx, coordination, invalidating).await,
+            Ok(true) => {
+                return refresh_leased(slot, ctx, coordination, before.as_deref(), invalidating)
+                    .await;
+            }
             Ok(false) => {
                 if wait_for_other(slot, ctx, before.as_deref(), ttl).await {
                     return Ok(());
@@ -77,11 +80,13 @@ pub(super) async fn refresh(
     ))))
 }
 
-/// Holding the lease: adopt what another instance stored meanwhile, or fetch.
+/// Holding the lease: if another instance stored a newer value since this refresh began
+/// (whether we adopt it now, or the follower already did), use it; otherwise fetch.
 async fn refresh_leased(
     slot: &Slot,
     ctx: &Ctx,
     coordination: &dyn Coordination,
+    before: Option<&Token>,
     invalidating: Option<String>,
 ) -> Result<(), Arc<Failure>> {
     let ttl = ctx.settings.shared.lease_ttl;
@@ -91,8 +96,14 @@ async fn refresh_leased(
         ctx.owner.clone(),
         ttl,
     ));
-    let result = match adopt_stored(slot, ctx).await {
-        Some(token) if satisfies(slot, ctx, &token, invalidating.as_deref()) => Ok(()),
+    adopt_stored(slot, ctx).await;
+    let now = slot.current.load_full();
+    let result = match now.as_deref() {
+        Some(token)
+            if is_newer(token, before) && satisfies(slot, ctx, token, invalidating.as_deref()) =>
+        {
+            Ok(())
+        }
         _ => fetch(slot, ctx, invalidating, true).await,
     };
     renewer.abort();
@@ -125,22 +136,14 @@ async fn renew(
     }
 }
 
-/// Reads the stored value and adopts it if it is newer. Returns what the slot now holds
-/// if it changed.
-async fn adopt_stored(slot: &Slot, ctx: &Ctx) -> Option<Arc<Token>> {
+/// Reads the stored value and adopts it if it is newer.
+async fn adopt_stored(slot: &Slot, ctx: &Ctx) {
     match ctx.store.load(slot.key.clone()).await {
         Ok(Some(stored)) => {
-            if adopt(slot, ctx, stored) {
-                slot.current.load_full()
-            } else {
-                None
-            }
+            adopt(slot, ctx, stored);
         }
-        Ok(None) => None,
-        Err(e) => {
-            debug!(credential = %slot.key, error = %e, "could not read the stored value");
-            None
-        }
+        Ok(None) => {}
+        Err(e) => debug!(credential = %slot.key, error = %e, "could not read the stored value"),
     }
 }
 

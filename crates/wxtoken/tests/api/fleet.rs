@@ -739,3 +739,43 @@ async fn rediss_with_a_private_ca_serves_a_fleet() {
         "{chain}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fleet_refreshing_short_tokens_fetches_once_per_period_and_never_serves_a_dead_token() {
+    let redis = RedisServer::start().await;
+    let emulator = EmulatorConfig {
+        expires_in: 4,
+        overlap: Duration::from_secs(1),
+        ..EmulatorConfig::default()
+    };
+    // Classic: any extra fetch would kill the token the other instances serve.
+    let fleet = std::sync::Arc::new(spawn_fleet_with(4, "classic", &redis, emulator, "", "").await);
+    fleet.token(0).await;
+    let run = Duration::from_secs(8);
+    let deadline = Instant::now() + run;
+    let clients = (0..8).map(|c| {
+        let fleet = fleet.clone();
+        tokio::spawn(async move {
+            let mut i = c;
+            while Instant::now() < deadline {
+                let token = fleet.token(i % 4).await;
+                assert_eq!(
+                    fleet.emulator.emulator.check_token(&token),
+                    TokenCheck::Valid,
+                    "instance {} served a dead token",
+                    i % 4
+                );
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    });
+    for client in join_all(clients).await {
+        client.expect("client");
+    }
+    // A 4 s token is refreshed 1.6-2 s before expiry: one fetch every 2-2.4 s at most.
+    let ideal = 1 + run.as_secs() / 2;
+    let calls = fleet.calls();
+    println!("{calls} upstream calls in {run:?} (ideal {ideal})");
+    assert!(calls <= ideal + 1, "{calls} upstream calls, ideal {ideal}");
+}
