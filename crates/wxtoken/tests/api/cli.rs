@@ -1,65 +1,10 @@
 //! The real binary: restart persistence across processes, config errors at start, keygen
 //! and the `token` command.
 
-use std::path::Path;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-
 use sha2::Digest;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use crate::helpers::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_wxtoken");
-
-/// A `wxtoken serve` process, its base URL, and everything it logged.
-struct Process {
-    child: Child,
-    base: String,
-    logs: Arc<Mutex<Vec<String>>>,
-}
-
-async fn serve(config: &Path) -> Process {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("wxtoken starts");
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    // Read until the server says where it listens, then keep draining in the background.
-    let base = loop {
-        let line = lines
-            .next_line()
-            .await
-            .expect("read")
-            .expect("server exited before listening");
-        logs.lock().expect("logs").push(line.clone());
-        if line.contains("wxtoken listening") {
-            let addr = line
-                .split("addr=")
-                .nth(1)
-                .expect("addr field")
-                .split_whitespace()
-                .next()
-                .expect("addr");
-            break format!("http://{addr}");
-        }
-    };
-    let sink = logs.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            sink.lock().expect("logs").push(line);
-        }
-    });
-    Process { child, base, logs }
-}
 
 async fn stop(mut process: Process) -> Vec<String> {
     let pid = process.child.id().expect("pid");

@@ -16,7 +16,7 @@ use wxtoken::credential::{CredentialKey, Token};
 use wxtoken::store::{RedisOptions, RedisStore, Store, Update};
 use wxtoken::{Server, Settings};
 
-use crate::helpers::{APPID, KEY, SECRET};
+use crate::helpers::{APPID, KEY, SECRET, serve};
 
 /// A `redis-server` of the test's own, with no persistence, killed on drop.
 pub struct RedisServer {
@@ -605,34 +605,6 @@ async fn with_redis_down_classic_mode_refreshes_alone_when_configured_to() {
     assert_eq!(fleet.emulator.emulator.check_token(&now), TokenCheck::Valid);
 }
 
-/// `wxtoken serve` as a child process, and its base URL once it listens.
-async fn serve_process(config: &std::path::Path) -> (Child, String) {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wxtoken"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("wxtoken starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let base = loop {
-        let line = lines
-            .next_line()
-            .await
-            .expect("read")
-            .expect("server exited early");
-        if let Some(addr) = line.split("addr=").nth(1) {
-            break format!("http://{}", addr.split_whitespace().next().expect("addr"));
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, base)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_killed_while_holding_the_lease_is_replaced_within_the_lease_ttl() {
     let redis = RedisServer::start().await;
@@ -659,7 +631,7 @@ async fn an_instance_killed_while_holding_the_lease_is_replaced_within_the_lease
     )
     .expect("write config");
 
-    let (mut first, _) = serve_process(&config).await;
+    let mut first = serve(&config).await.child;
     let mut conn = redis.connection().await;
     let deadline = Instant::now() + Duration::from_secs(5);
     let holder = loop {
@@ -680,7 +652,8 @@ async fn an_instance_killed_while_holding_the_lease_is_replaced_within_the_lease
     first.kill().await.expect("SIGKILL");
     let killed = Instant::now();
 
-    let (_second, base) = serve_process(&config).await;
+    let second = serve(&config).await;
+    let base = second.base.clone();
     let token: Value = reqwest::Client::new()
         .get(format!("{base}/v1/apps/shop/access_token"))
         .bearer_auth(KEY)

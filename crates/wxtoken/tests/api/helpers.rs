@@ -1,9 +1,14 @@
 //! `spawn_app()`: an emulator and a server wired together, plus small request helpers.
 
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use wechat_emulator::{
     AppCredentials, Config as EmulatorConfig, FailKind, RunningEmulator, WecomCredentials,
@@ -21,6 +26,57 @@ pub const KEY: &str = "wxt_test_key_read_invalidate";
 pub const READ_ONLY_KEY: &str = "wxt_test_key_read_only_shop";
 /// Has `read` on `other` only.
 pub const OTHER_KEY: &str = "wxt_test_key_for_other_app";
+
+/// The `wxtoken` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_wxtoken");
+
+/// A `wxtoken serve` process, its base URL, and everything it logged.
+pub struct Process {
+    pub child: Child,
+    pub base: String,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+pub async fn serve(config: &Path) -> Process {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("wxtoken starts");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    // Read until the server says where it listens, then keep draining in the background.
+    let base = loop {
+        let line = lines
+            .next_line()
+            .await
+            .expect("read")
+            .expect("server exited before listening");
+        logs.lock().expect("logs").push(line.clone());
+        if line.contains("wxtoken listening") {
+            let addr = line
+                .split("addr=")
+                .nth(1)
+                .expect("addr field")
+                .split_whitespace()
+                .next()
+                .expect("addr");
+            break format!("http://{addr}");
+        }
+    };
+    let sink = logs.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            sink.lock().expect("logs").push(line);
+        }
+    });
+    Process { child, base, logs }
+}
 
 /// What a test wants different from the defaults.
 #[derive(Clone)]
