@@ -124,6 +124,10 @@ pub struct Config {
     pub fail_rate: f64,
     /// Which failures to inject, picked uniformly; empty means none.
     pub fail_kinds: Vec<FailKind>,
+    /// Spread failures evenly instead of at random: exactly `fail_rate` of the calls
+    /// fail (the 4th, 7th, 10th... at 0.3), taking `fail_kinds` in turn. For tests that
+    /// must meet failures in a handful of calls.
+    pub fail_spread: bool,
     /// How long a [`FailKind::Timeout`] hangs before answering.
     pub hang: Duration,
     /// Force refreshes closer together than this do not refresh (WeChat: 30 s).
@@ -156,6 +160,7 @@ impl Default for Config {
             stable_quota: 500_000,
             latency: Duration::ZERO,
             fail_rate: 0.0,
+            fail_spread: false,
             fail_kinds: FailKind::ALL.to_vec(),
             hang: Duration::from_secs(30),
             force_refresh_interval: Duration::from_secs(30),

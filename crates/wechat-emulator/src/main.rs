@@ -54,6 +54,9 @@ struct Cli {
     /// Milliseconds an injected timeout hangs before answering.
     #[arg(long, default_value_t = 30_000)]
     hang_ms: u64,
+    /// Fail exactly --fail-rate of the calls, evenly spread, instead of at random.
+    #[arg(long)]
+    fail_spread: bool,
     /// Force refreshes closer together than this many seconds do not refresh.
     #[arg(long, default_value_t = 30)]
     force_refresh_interval_secs: u64,
@@ -137,6 +140,7 @@ impl Cli {
             latency: Duration::from_millis(self.latency_ms),
             fail_rate: self.fail_rate,
             fail_kinds: self.fail_kinds,
+            fail_spread: self.fail_spread,
             hang: Duration::from_millis(self.hang_ms),
             force_refresh_interval: Duration::from_secs(self.force_refresh_interval_secs),
             force_refresh_daily: self.force_refresh_daily,

@@ -349,3 +349,30 @@ async fn dropping_the_handle_stops_the_server() {
         .await;
     assert!(result.is_err(), "server still answering");
 }
+
+#[tokio::test]
+async fn spread_failures_hit_exactly_the_given_share_in_turn() {
+    let emu = start(Config {
+        fail_rate: 0.3,
+        fail_spread: true,
+        fail_kinds: vec![FailKind::SystemBusy, FailKind::Http500],
+        ..config()
+    })
+    .await;
+    let mut failed = Vec::new();
+    for call in 1..=10 {
+        let response = reqwest::get(format!(
+            "{}/cgi-bin/token?grant_type=client_credential&appid={APP}&secret={SECRET}",
+            emu.base_url()
+        ))
+        .await
+        .expect("sent");
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status == 500 || body["errcode"] == -1 {
+            failed.push((call, status));
+        }
+    }
+    assert_eq!(failed, vec![(4, 200), (7, 500), (10, 200)]);
+    assert_eq!(emu.emulator.stats().app(APP).injected_failures, 3);
+}

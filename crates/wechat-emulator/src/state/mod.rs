@@ -46,6 +46,12 @@ const BEIJING_OFFSET_SECS: u64 = 8 * 3600;
 pub(crate) struct Knobs {
     pub fail_rate: f64,
     pub latency: Duration,
+    /// Spread failures evenly (exactly `fail_rate` of calls, kinds in turn) instead of
+    /// rolling dice, so that a short test is sure to meet some.
+    pub fail_spread: bool,
+    /// Calls that could have failed, and failures injected, under `fail_spread`.
+    pub spread_calls: u64,
+    pub spread_failures: u64,
 }
 
 /// A token as handed to a caller.
@@ -203,6 +209,9 @@ impl State {
             knobs: Knobs {
                 fail_rate: clamp_rate(config.fail_rate),
                 latency: config.latency,
+                fail_spread: config.fail_spread,
+                spread_calls: 0,
+                spread_failures: 0,
             },
             apps: HashMap::new(),
             wecom: BTreeMap::new(),
@@ -360,8 +369,20 @@ impl State {
 
 /// Rolls for an injected failure on a validated call, counting it in `stats`: a
 /// timeout still proceeds (the answer hangs), the other kinds issue nothing.
-fn inject(fail_rate: f64, kinds: &[FailKind], stats: &mut AppStats) -> Admission {
-    match failure::roll(fail_rate, kinds) {
+fn inject(knobs: &mut Knobs, kinds: &[FailKind], stats: &mut AppStats) -> Admission {
+    let failure = if knobs.fail_spread {
+        knobs.spread_calls += 1;
+        let due = (knobs.spread_calls as f64 * knobs.fail_rate).floor() as u64;
+        if due > knobs.spread_failures && !kinds.is_empty() {
+            knobs.spread_failures += 1;
+            Some(kinds[((knobs.spread_failures - 1) as usize) % kinds.len()])
+        } else {
+            None
+        }
+    } else {
+        failure::roll(knobs.fail_rate, kinds)
+    };
+    match failure {
         None => Admission::Proceed { hang: false },
         Some(kind) => {
             stats.injected_failures += 1;

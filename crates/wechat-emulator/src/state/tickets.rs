@@ -98,7 +98,7 @@ impl State {
         if daily.tickets > config.ticket_daily {
             return Call::immediate(Answer::Error(WxError::DAILY_QUOTA));
         }
-        let admission = inject(self.knobs.fail_rate, &config.fail_kinds, &mut app.stats);
+        let admission = inject(&mut self.knobs, &config.fail_kinds, &mut app.stats);
         if let Some(refused) = Call::refused(&admission) {
             return refused;
         }
@@ -145,7 +145,7 @@ impl State {
         if !admit_hourly(window, limit, now) {
             return Call::immediate(Answer::Error(WxError::FREQ_LIMIT));
         }
-        let admission = inject(self.knobs.fail_rate, &config.fail_kinds, &mut app.stats);
+        let admission = inject(&mut self.knobs, &config.fail_kinds, &mut app.stats);
         if let Some(refused) = Call::refused(&admission) {
             return refused;
         }

@@ -163,7 +163,7 @@ impl State {
             return Admission::Reject(WxError::DAILY_QUOTA);
         }
 
-        inject(self.knobs.fail_rate, &config.fail_kinds, &mut app.stats)
+        inject(&mut self.knobs, &config.fail_kinds, &mut app.stats)
     }
 
     /// `/cgi-bin/token`: always a new token; the previous one dies `overlap` later.

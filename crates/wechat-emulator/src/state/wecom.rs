@@ -132,7 +132,7 @@ impl State {
         if daily.gettoken > config.quota {
             return Admission::Reject(WxError::FREQ_LIMIT);
         }
-        inject(self.knobs.fail_rate, &config.fail_kinds, &mut app.stats)
+        inject(&mut self.knobs, &config.fail_kinds, &mut app.stats)
     }
 
     /// The app's token while it is valid (with the whole seconds left), else a new
