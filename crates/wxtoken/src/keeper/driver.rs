@@ -443,11 +443,11 @@ pub(super) fn adopt(slot: &Slot, ctx: &Ctx, stored: Token) -> bool {
 /// Records a failed round and sets the backoff its class calls for.
 fn record_failure(slot: &Slot, failure: Arc<Failure>) -> Arc<Failure> {
     let now_ms = unix_now_ms();
-    let token_left = slot
-        .current
-        .load()
-        .as_deref()
-        .map(|t| Duration::from_millis(t.remaining_ms(now_ms)));
+    // Retries must land while the current value can still be served, not merely before
+    // it expires: the last `serve_margin` of its life is already off limits.
+    let token_left = slot.current.load().as_deref().map(|t| {
+        Duration::from_millis(t.remaining_ms(now_ms)).saturating_sub(schedule::serve_margin(t))
+    });
     let until_reset = Duration::from_millis(next_wechat_midnight_ms(now_ms) - now_ms);
     let mut health = slot.health();
     health.last_error = Some(ErrorRecord {

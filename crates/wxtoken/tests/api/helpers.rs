@@ -89,6 +89,8 @@ pub struct Options {
     pub latency: Duration,
     pub fail_rate: f64,
     pub fail_kinds: Vec<FailKind>,
+    /// Fail exactly `fail_rate` of the calls, evenly, rather than at random.
+    pub fail_spread: bool,
     pub hang: Duration,
     pub quota: u64,
     /// Extra TOML appended to `[keeper]`.
@@ -111,6 +113,7 @@ impl Default for Options {
             latency: Duration::ZERO,
             fail_rate: 0.0,
             fail_kinds: FailKind::ALL.to_vec(),
+            fail_spread: false,
             hang: Duration::from_secs(5),
             quota: 2000,
             keeper: "",
@@ -163,6 +166,7 @@ pub fn emulator_config(options: &Options) -> EmulatorConfig {
         latency: options.latency,
         fail_rate: options.fail_rate,
         fail_kinds: options.fail_kinds.clone(),
+        fail_spread: options.fail_spread,
         hang: options.hang,
         force_refresh_interval: options.force_refresh_interval,
         wecom_apps: vec![WecomCredentials::new(CORPID, AGENTID, WECOM_SECRET)],
