@@ -157,8 +157,13 @@ fn satisfies(slot: &Slot, ctx: &Ctx, token: &Token, invalidating: Option<&str>) 
     Duration::from_millis(token.remaining_ms(unix_now_ms())) > ahead
 }
 
+/// A waiting follower also looks in the store this often: an announcement can be missed
+/// (at start, before the subscription is live), and waiting out a whole lease for it
+/// would cost seconds.
+const FOLLOWER_POLL: Duration = Duration::from_millis(250);
+
 /// Another instance holds the lease: wait up to `limit` for a newer value than `before`
-/// (announced, or found in the store at the end). Returns whether one came.
+/// (announced, or found in the store). Returns whether one came.
 async fn wait_for_other(slot: &Slot, ctx: &Ctx, before: Option<&Token>, limit: Duration) -> bool {
     let changed = || {
         let now = slot.current.load_full();
@@ -166,15 +171,12 @@ async fn wait_for_other(slot: &Slot, ctx: &Ctx, before: Option<&Token>, limit: D
     };
     let deadline = Instant::now() + limit;
     let mut rx = slot.outcome.subscribe();
-    while !changed() {
-        match tokio::time::timeout_at(deadline, rx.changed()).await {
+    while !changed() && Instant::now() < deadline {
+        let poll = (Instant::now() + FOLLOWER_POLL).min(deadline);
+        match tokio::time::timeout_at(poll, rx.changed()).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return false,
-            Err(_) => {
-                // The announcement may have been lost: look in the store itself.
-                adopt_stored(slot, ctx).await;
-                break;
-            }
+            Err(_) => adopt_stored(slot, ctx).await,
         }
     }
     changed()
