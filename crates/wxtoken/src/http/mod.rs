@@ -52,7 +52,7 @@ impl AppState {
         store: Arc<dyn Store>,
         metrics: PrometheusHandle,
     ) -> Self {
-        let rendered = tokens::RenderCache::new(keeper.app_ids());
+        let rendered = tokens::RenderCache::new(&keeper);
         Self(Arc::new(Shared {
             keeper,
             clients,

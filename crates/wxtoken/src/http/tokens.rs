@@ -23,6 +23,7 @@ use super::error::ApiError;
 use super::{AppState, parse_json};
 use crate::config::Scope;
 use crate::credential::{Token, unix_now_ms};
+use crate::keeper::{Keeper, TokenReader};
 
 /// The longest `min_ttl` that can make sense: WeChat tokens live at most 7200 s.
 const MAX_MIN_TTL_SECS: u64 = 7200;
@@ -66,10 +67,15 @@ struct Rendered {
     body: Bytes,
 }
 
-/// Per app, the last rendered access-token body: requests in the same second for the
-/// same token share it instead of serializing again.
+/// Per app, a handle on its token and the last rendered body: requests in the same
+/// second for the same token share the body instead of serializing again.
 pub struct RenderCache {
-    by_app: HashMap<String, ArcSwapOption<Rendered>>,
+    by_app: HashMap<String, Entry>,
+}
+
+struct Entry {
+    reader: TokenReader,
+    rendered: ArcSwapOption<Rendered>,
 }
 
 impl std::fmt::Debug for RenderCache {
@@ -81,19 +87,25 @@ impl std::fmt::Debug for RenderCache {
 }
 
 impl RenderCache {
-    pub fn new(apps: &[String]) -> Self {
-        Self {
-            by_app: apps
-                .iter()
-                .map(|app| (app.clone(), ArcSwapOption::empty()))
-                .collect(),
-        }
+    pub fn new(keeper: &Keeper) -> Self {
+        let by_app = keeper
+            .app_ids()
+            .iter()
+            .filter_map(|app| {
+                let reader = keeper.reader(app)?;
+                let entry = Entry {
+                    reader,
+                    rendered: ArcSwapOption::empty(),
+                };
+                Some((app.clone(), entry))
+            })
+            .collect();
+        Self { by_app }
     }
 }
 
-/// The cached body of `token` for this second, rendering it if the cache is stale.
-fn body_of(slot: &ArcSwapOption<Rendered>, token: &Token) -> Bytes {
-    let second = unix_now_ms() / 1000;
+/// The cached body of `token` for wall-clock second `second`, rendering it if stale.
+fn body_of(slot: &ArcSwapOption<Rendered>, token: &Token, second: u64) -> Bytes {
     if let Some(cached) = slot.load().as_deref() {
         if cached.generation == token.generation
             && cached.expires_at_ms == token.expires_at_ms
@@ -151,23 +163,27 @@ pub async fn access_token(
 ) -> Result<Response, ApiError> {
     let client = authenticate(request.headers(), &state)?;
     let app = app_of(request.uri().path());
-    // The render cache has an entry for every app: one lookup says the app exists.
-    let Some(cache) = state.rendered.by_app.get(app) else {
+    // The render cache has an entry for every app: one lookup says the app exists and
+    // leads to its token.
+    let Some(entry) = state.rendered.by_app.get(app) else {
         return Err(ApiError::AppNotFound(app.to_owned()));
     };
     permit(client, app, Scope::Read)?;
     let min_ttl = min_ttl(request.uri().query())?;
-    // The hot path: a memory read, no reference counted, a body rendered once a second.
-    let served = state
-        .keeper
-        .with_current(app, min_ttl.unwrap_or_default(), |token| {
-            body_of(cache, token)
+    // The hot path: one clock read, a memory read with no reference counted, and a body
+    // rendered once a second.
+    let now_ms = unix_now_ms();
+    let served = entry
+        .reader
+        .read(min_ttl.unwrap_or_default(), now_ms, |token| {
+            body_of(&entry.rendered, token, now_ms / 1000)
         });
     if let Some(body) = served {
         return Ok(json_no_store(body));
     }
     let token = state.keeper.access_token(app, min_ttl).await?;
-    Ok(json_no_store(body_of(cache, &token)))
+    let second = unix_now_ms() / 1000;
+    Ok(json_no_store(body_of(&entry.rendered, &token, second)))
 }
 
 #[derive(Deserialize)]

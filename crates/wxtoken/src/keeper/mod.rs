@@ -82,6 +82,32 @@ pub enum KeeperError {
     Unavailable(String),
 }
 
+/// Reads one app's current access token without a lookup or a reference count: the
+/// hot path of serving.
+#[derive(Clone)]
+pub struct TokenReader(Arc<Slot>);
+
+impl std::fmt::Debug for TokenReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TokenReader").field(&self.0.key).finish()
+    }
+}
+
+impl TokenReader {
+    /// Runs `f` on the current token if it has more than `min_left` to live at `now_ms`
+    /// (through an arc-swap guard, not a clone).
+    pub fn read<R>(
+        &self,
+        min_left: Duration,
+        now_ms: u64,
+        f: impl FnOnce(&Token) -> R,
+    ) -> Option<R> {
+        let guard = self.0.current.load();
+        let token = guard.as_deref()?;
+        serveable(token, now_ms, min_left).then(|| f(token))
+    }
+}
+
 /// What the drivers share.
 pub(crate) struct Ctx {
     pub api: Arc<dyn TokenApi>,
@@ -296,18 +322,13 @@ impl Keeper {
         self.inner.apps.get(app)?.token.serveable(min_left)
     }
 
-    /// The hot path without a reference count: runs `f` on the current access token if
-    /// it has more than `min_left` to live (an arc-swap guard, not a clone).
-    pub fn with_current<R>(
-        &self,
-        app: &str,
-        min_left: Duration,
-        f: impl FnOnce(&Token) -> R,
-    ) -> Option<R> {
-        let slot = &self.inner.apps.get(app)?.token;
-        let guard = slot.current.load();
-        let token = guard.as_deref()?;
-        serveable(token, unix_now_ms(), min_left).then(|| f(token))
+    /// A handle on one app's current access token, for a caller that reads it on every
+    /// request and should not look the app up each time.
+    pub fn reader(&self, app: &str) -> Option<TokenReader> {
+        self.inner
+            .apps
+            .get(app)
+            .map(|a| TokenReader(a.token.clone()))
     }
 
     /// An access token with at least `min_ttl` left (or just a valid one), waiting for
