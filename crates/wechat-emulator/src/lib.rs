@@ -124,9 +124,9 @@ pub struct Config {
     pub fail_rate: f64,
     /// Which failures to inject, picked uniformly; empty means none.
     pub fail_kinds: Vec<FailKind>,
-    /// Spread failures evenly instead of at random: exactly `fail_rate` of the calls
-    /// fail (the 4th, 7th, 10th... at 0.3), taking `fail_kinds` in turn. For tests that
-    /// must meet failures in a handful of calls.
+    /// Spread failures evenly instead of at random: exactly `fail_rate` of each app's
+    /// calls fail (the 1st, 4th, 7th... at 0.3), taking `fail_kinds` in turn. For tests
+    /// that must meet failures in a handful of calls.
     pub fail_spread: bool,
     /// How long a [`FailKind::Timeout`] hangs before answering.
     pub hang: Duration,

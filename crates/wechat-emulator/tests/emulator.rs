@@ -373,6 +373,6 @@ async fn spread_failures_hit_exactly_the_given_share_in_turn() {
             failed.push((call, status));
         }
     }
-    assert_eq!(failed, vec![(4, 200), (7, 500), (10, 200)]);
+    assert_eq!(failed, vec![(1, 200), (4, 500), (7, 200)]);
     assert_eq!(emu.emulator.stats().app(APP).injected_failures, 3);
 }

@@ -46,12 +46,18 @@ const BEIJING_OFFSET_SECS: u64 = 8 * 3600;
 pub(crate) struct Knobs {
     pub fail_rate: f64,
     pub latency: Duration,
-    /// Spread failures evenly (exactly `fail_rate` of calls, kinds in turn) instead of
-    /// rolling dice, so that a short test is sure to meet some.
+    /// Spread failures evenly (exactly `fail_rate` of each app's calls, kinds in turn)
+    /// instead of rolling dice, so that a short test is sure to meet some.
     pub fail_spread: bool,
-    /// Calls that could have failed, and failures injected, under `fail_spread`.
-    pub spread_calls: u64,
-    pub spread_failures: u64,
+}
+
+/// One app's place in the even failure schedule of `fail_spread`.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Spread {
+    /// Calls that could have failed.
+    calls: u64,
+    /// Failures injected so far.
+    failures: u64,
 }
 
 /// A token as handed to a caller.
@@ -156,6 +162,7 @@ struct AppState {
     tickets: HashMap<TicketKind, String>,
     daily: Daily,
     stats: AppStats,
+    spread: Spread,
 }
 
 impl AppState {
@@ -168,6 +175,7 @@ impl AppState {
             tickets: HashMap::new(),
             daily: Daily::default(),
             stats: AppStats::default(),
+            spread: Spread::default(),
         }
     }
 
@@ -210,8 +218,6 @@ impl State {
                 fail_rate: clamp_rate(config.fail_rate),
                 latency: config.latency,
                 fail_spread: config.fail_spread,
-                spread_calls: 0,
-                spread_failures: 0,
             },
             apps: HashMap::new(),
             wecom: BTreeMap::new(),
@@ -369,13 +375,20 @@ impl State {
 
 /// Rolls for an injected failure on a validated call, counting it in `stats`: a
 /// timeout still proceeds (the answer hangs), the other kinds issue nothing.
-fn inject(knobs: &mut Knobs, kinds: &[FailKind], stats: &mut AppStats) -> Admission {
+fn inject(
+    knobs: &Knobs,
+    spread: &mut Spread,
+    kinds: &[FailKind],
+    stats: &mut AppStats,
+) -> Admission {
     let failure = if knobs.fail_spread {
-        knobs.spread_calls += 1;
-        let due = (knobs.spread_calls as f64 * knobs.fail_rate).floor() as u64;
-        if due > knobs.spread_failures && !kinds.is_empty() {
-            knobs.spread_failures += 1;
-            Some(kinds[((knobs.spread_failures - 1) as usize) % kinds.len()])
+        spread.calls += 1;
+        // ceil, so the schedule starts with a failure (the cold path meets one too); the
+        // epsilon keeps 10 x 0.3 at 3, not 3.0000000000000004 rounded up.
+        let due = (spread.calls as f64 * knobs.fail_rate - 1e-9).ceil() as u64;
+        if due > spread.failures && !kinds.is_empty() {
+            spread.failures += 1;
+            Some(kinds[((spread.failures - 1) as usize) % kinds.len()])
         } else {
             None
         }

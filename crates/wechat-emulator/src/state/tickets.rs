@@ -98,7 +98,12 @@ impl State {
         if daily.tickets > config.ticket_daily {
             return Call::immediate(Answer::Error(WxError::DAILY_QUOTA));
         }
-        let admission = inject(&mut self.knobs, &config.fail_kinds, &mut app.stats);
+        let admission = inject(
+            &self.knobs,
+            &mut app.spread,
+            &config.fail_kinds,
+            &mut app.stats,
+        );
         if let Some(refused) = Call::refused(&admission) {
             return refused;
         }
@@ -145,7 +150,12 @@ impl State {
         if !admit_hourly(window, limit, now) {
             return Call::immediate(Answer::Error(WxError::FREQ_LIMIT));
         }
-        let admission = inject(&mut self.knobs, &config.fail_kinds, &mut app.stats);
+        let admission = inject(
+            &self.knobs,
+            &mut app.spread,
+            &config.fail_kinds,
+            &mut app.stats,
+        );
         if let Some(refused) = Call::refused(&admission) {
             return refused;
         }

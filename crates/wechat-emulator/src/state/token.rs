@@ -163,7 +163,12 @@ impl State {
             return Admission::Reject(WxError::DAILY_QUOTA);
         }
 
-        inject(&mut self.knobs, &config.fail_kinds, &mut app.stats)
+        inject(
+            &self.knobs,
+            &mut app.spread,
+            &config.fail_kinds,
+            &mut app.stats,
+        )
     }
 
     /// `/cgi-bin/token`: always a new token; the previous one dies `overlap` later.

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 
 use tokio::time::Instant;
 
-use super::{Admission, Answer, Call, Daily, Family, Grant, State, inject};
+use super::{Admission, Answer, Call, Daily, Family, Grant, Spread, State, inject};
 use crate::failure::WxError;
 use crate::stats::{AppStats, wecom_key};
 use crate::{Config, TokenCheck};
@@ -35,6 +35,7 @@ pub(super) struct WecomApp {
     pub agent_tickets: VecDeque<Instant>,
     pub daily: Daily,
     pub stats: AppStats,
+    pub spread: Spread,
 }
 
 /// What the apps of one corp share: the corp `jsapi` ticket and its hourly limit.
@@ -61,6 +62,7 @@ impl State {
                 agent_tickets: VecDeque::new(),
                 daily: Daily::default(),
                 stats: AppStats::default(),
+                spread: Spread::default(),
             });
         self.corps.entry(corpid.to_owned()).or_default();
     }
@@ -132,7 +134,12 @@ impl State {
         if daily.gettoken > config.quota {
             return Admission::Reject(WxError::FREQ_LIMIT);
         }
-        inject(&mut self.knobs, &config.fail_kinds, &mut app.stats)
+        inject(
+            &self.knobs,
+            &mut app.spread,
+            &config.fail_kinds,
+            &mut app.stats,
+        )
     }
 
     /// The app's token while it is valid (with the whole seconds left), else a new

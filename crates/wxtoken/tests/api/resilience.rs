@@ -15,8 +15,8 @@ async fn with_30_percent_upstream_failures_clients_keep_getting_valid_tokens() {
             expires_in: 6,
             overlap: Duration::from_secs(2),
             fail_rate: 0.3,
-            // Evenly spread (every call after the 3rd in ten, emulator-wide), so the few
-            // calls of this run surely meet failures; the first one is a timeout.
+            // Evenly spread (the 1st, 4th, 7th... call of the app), so the few calls of this
+            // run surely meet failures: a timeout at the cold start, then -1, then HTTP 500.
             fail_spread: true,
             fail_kinds: vec![FailKind::Timeout, FailKind::SystemBusy, FailKind::Http500],
             hang: Duration::from_secs(2),
