@@ -31,6 +31,12 @@ cleanup() {
     rm -rf "$TMP"
 }
 
+# Scripts that pin processes to cores set PIN_LOAD (a command prefix for wrk); others
+# run wrk unpinned.
+if ! declare -p PIN_LOAD >/dev/null 2>&1; then
+    PIN_LOAD=()
+fi
+
 need_tools() { # installs wrk if it can; checks curl and python3
     if ! command -v wrk >/dev/null 2>&1; then
         echo "== installing wrk"
@@ -124,7 +130,7 @@ run_wrk() { # TARGET PID URL OUTFILE DURATION: one wrk run; sets LAST_RPS, LAST_
     before=$(cpu_ticks "$pid")
     read -r b0 t0 q0 <<<"$(cpu_stat)"
     TIMEFORMAT='%R %U %S'
-    { time wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" --latency -H "$AUTH" "$url" \
+    { time "${PIN_LOAD[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" --latency -H "$AUTH" "$url" \
         >"$out" 2>&1; } 2>"$out.time" || die "wrk failed against $target (see $out)"
     after=$(cpu_ticks "$pid")
     read -r b1 t1 q1 <<<"$(cpu_stat)"

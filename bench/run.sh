@@ -11,7 +11,10 @@
 #    cold server and checks that WeChat saw exactly one token call.
 #
 # Usage: bash bench/run.sh
-# Env:   DURATION=10s CONNECTIONS=64 THREADS=2 ROUNDS=2 WARMUP=2s REQUESTS=10000
+# Env:   DURATION=10s CONNECTIONS=64 THREADS=2 ROUNDS=4 WARMUP=2s REQUESTS=10000
+#        PIN=1            servers on core 1, wrk (-t1) on core 0, so that the tail
+#                         latency is the server's, not the two fighting over a core
+#                         (default where there are 2+ cores; PIN=0 shares the cores)
 #        QUIET_WAIT=180   seconds to wait, before each run, for other load (a build) to stop
 #        OTHER_MAX=20     a run during which other processes used more than this % of a
 #                         core is repeated (at most RETRIES=2 times), then marked noisy
@@ -23,8 +26,17 @@ set -euo pipefail
 
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
-THREADS=${THREADS:-2}
-ROUNDS=${ROUNDS:-2}
+if [ "$(nproc)" -ge 2 ]; then PIN=${PIN:-1}; else PIN=0; fi
+if [ "$PIN" = 1 ]; then
+    THREADS=${THREADS:-1}
+    PIN_SERVER=(taskset -c 1)
+    PIN_LOAD=(taskset -c 0)
+else
+    THREADS=${THREADS:-2}
+    PIN_SERVER=()
+    PIN_LOAD=()
+fi
+ROUNDS=${ROUNDS:-4}
 WARMUP=${WARMUP:-2s}
 REQUESTS=${REQUESTS:-10000}
 QUIET_WAIT=${QUIET_WAIT:-180}
@@ -98,13 +110,13 @@ EOF
 wait_for "wechat-emulator" 10 "$RESULTS/emulator.log" \
     curl -fsS "http://127.0.0.1:$EMU_PORT/_emulator/stats"
 
-"$BIN/wxtoken" serve --config "$TMP/wxtoken.toml" >"$RESULTS/wxtoken.log" 2>&1 &
+"${PIN_SERVER[@]}" "$BIN/wxtoken" serve --config "$TMP/wxtoken.toml" >"$RESULTS/wxtoken.log" 2>&1 &
 WX_PID=$!
 PIDS+=("$WX_PID")
 wait_for "wxtoken /readyz" 30 "$RESULTS/wxtoken.log" curl -fsS "http://127.0.0.1:$WX_PORT/readyz"
 wait_for "wxtoken's first token" 30 "$RESULTS/wxtoken.log" curl -fsS -H "$AUTH" "$WX_URL"
 
-"$BIN/baseline" --listen "127.0.0.1:$BASE_PORT" >"$RESULTS/baseline.log" 2>&1 &
+"${PIN_SERVER[@]}" "$BIN/baseline" --listen "127.0.0.1:$BASE_PORT" >"$RESULTS/baseline.log" 2>&1 &
 BASE_PID=$!
 PIDS+=("$BASE_PID")
 wait_for "baseline" 10 "$RESULTS/baseline.log" curl -fsS "$BASE_URL"
@@ -121,7 +133,11 @@ run_wrk baseline "$BASE_PID" "$BASE_URL" "$RESULTS/wrk-warmup-baseline.txt" "$WA
 run_wrk wxtoken "$WX_PID" "$WX_URL" "$RESULTS/wrk-warmup-wxtoken.txt" "$WARMUP"
 
 echo "== wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, $ROUNDS round(s), on $(nproc) cores"
-echo "   (CPU is % of one core, so $((NCPU * 100))% is the whole machine; wrk and the server share it)"
+if [ "$PIN" = 1 ]; then
+    echo "   (pinned: the server on core 1, wrk on core 0; CPU is % of one core)"
+else
+    echo "   (CPU is % of one core, so $((NCPU * 100))% is the whole machine; wrk and the server share it)"
+fi
 TARGET_PID=([baseline]=$BASE_PID [wxtoken]=$WX_PID)
 TARGET_URL=([baseline]=$BASE_URL [wxtoken]=$WX_URL)
 wrk_rounds baseline wxtoken
@@ -142,7 +158,7 @@ LOG_WARN=$(tail -n "+$((LOG_LINES_BEFORE + 1))" "$RESULTS/wxtoken.log" | grep -c
     echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
         "($(git status --porcelain 2>/dev/null | wc -l) changed files in the tree)"
     echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-    echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, $ROUNDS round(s) per target"
+    echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, $ROUNDS round(s) per target, PIN=$PIN"
     printf '%s\n' "${PER_RUN[@]}"
     echo
     printf "  %-22s %12s %14s\n" "target" "mean req/s" "worst p99"
