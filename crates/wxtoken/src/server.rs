@@ -67,7 +67,7 @@ fn describe_metrics() {
     use metrics::{Unit, describe_counter, describe_gauge};
     describe_counter!(
         "wxtoken_upstream_calls_total",
-        "Calls to WeChat's token endpoints, by app and API (force refreshes separately)"
+        "Calls to WeChat's credential endpoints (tokens and tickets), by app and API"
     );
     describe_counter!(
         "wxtoken_upstream_failures_total",
@@ -75,12 +75,12 @@ fn describe_metrics() {
     );
     describe_counter!(
         "wxtoken_token_renewals_total",
-        "New token values installed, by app"
+        "New token or ticket values installed, by app and kind"
     );
     describe_gauge!(
         "wxtoken_token_expires_at_seconds",
         Unit::Seconds,
-        "Unix time at which the current token of an app expires"
+        "Unix time at which an app's current token or ticket expires, by kind"
     );
 }
 
