@@ -56,10 +56,13 @@ pub(super) async fn run(slot: Arc<Slot>, ctx: Arc<Ctx>, mut shutdown: watch::Rec
                 continue;
             }
         }
+        // What we hold as we decide: a value adopted from another instance after this
+        // point makes the fetch unnecessary (see shared::refresh).
+        let seen = slot.current.load_full();
         let result = match plan(&slot, &ctx, demand.as_ref()) {
             Plan::Idle => Ok(()),
             Plan::Answer(failure) => Err(failure),
-            Plan::Fetch { invalidating } => refresh(&slot, &ctx, invalidating).await,
+            Plan::Fetch { invalidating } => refresh(&slot, &ctx, invalidating, seen).await,
         };
         if let Some(demand) = demand {
             served = demand.seq;
@@ -166,9 +169,14 @@ fn cooling_down(last_report_refresh_ms: Option<u64>, token: &Token, now_ms: u64)
 
 /// One refresh (coordinated with other instances when the store is shared), installed
 /// on success and recorded (with its backoff) on failure.
-async fn refresh(slot: &Slot, ctx: &Ctx, invalidating: Option<String>) -> Result<(), Arc<Failure>> {
+async fn refresh(
+    slot: &Slot,
+    ctx: &Ctx,
+    invalidating: Option<String>,
+    seen: Option<Arc<Token>>,
+) -> Result<(), Arc<Failure>> {
     let result = match ctx.store.coordination() {
-        Some(coordination) => shared::refresh(slot, ctx, coordination, invalidating).await,
+        Some(coordination) => shared::refresh(slot, ctx, coordination, invalidating, seen).await,
         None => fetch(slot, ctx, invalidating, true).await,
     };
     result.map_err(|failure| record_failure(slot, failure))

@@ -52,13 +52,15 @@ const MAX_WAITS: u32 = 3;
 /// One refresh, coordinated with the other instances: take the lease and fetch, or wait
 /// for the value the holder stores; if the holder dies, its lease expires and this
 /// instance takes over, so waiting callers see a value rather than an error.
+/// `before` is what the driver held when it decided to refresh: anything newer that
+/// arrives meanwhile (adopted by the follower or found in the store) is used instead.
 pub(super) async fn refresh(
     slot: &Slot,
     ctx: &Ctx,
     coordination: &dyn Coordination,
     invalidating: Option<String>,
+    before: Option<Arc<Token>>,
 ) -> Result<(), Arc<Failure>> {
-    let before = slot.current.load_full();
     let ttl = ctx.settings.shared.lease_ttl;
     for _ in 0..MAX_WAITS {
         match coordination.acquire_lease(&slot.key, &ctx.owner, ttl).await {
