@@ -1,0 +1,571 @@
+//! Reading TOML (and `${VAR}` from the environment) into [`Settings`], validating every
+//! value and naming the key of the first bad one.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::{
+    AppGrant, AppKind, AppSettings, ClientSettings, ConfigError, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT, KeeperSettings, Scope, ServerSettings, Settings, SharedSettings,
+    StoreSettings, TokenMode, UpstreamSettings, invalid, key_digest,
+};
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    upstream: RawUpstream,
+    #[serde(default)]
+    keeper: RawKeeper,
+    #[serde(default)]
+    apps: Vec<RawApp>,
+    #[serde(default)]
+    clients: Vec<RawClient>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    kind: Option<String>,
+    path: Option<String>,
+    url: Option<String>,
+    op_timeout_ms: Option<u64>,
+    lease_ttl_ms: Option<u64>,
+    reconcile_secs: Option<u64>,
+    classic_refresh_when_down: Option<bool>,
+    tls_ca_file: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    api_base: Option<String>,
+    wecom_base: Option<String>,
+    connect_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKeeper {
+    refresh_ahead_secs: Option<u64>,
+    stable_window_secs: Option<u64>,
+    min_ttl_wait_secs: Option<u64>,
+    force_refresh_daily_budget: Option<u32>,
+    force_refresh_min_interval_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    id: Option<String>,
+    kind: Option<String>,
+    appid: Option<String>,
+    corpid: Option<String>,
+    agentid: Option<i64>,
+    secret: Option<String>,
+    mode: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    name: Option<String>,
+    key: Option<String>,
+    key_sha256: Option<String>,
+    apps: Option<Vec<String>>,
+    scopes: Option<Vec<String>>,
+}
+
+impl Settings {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Validates TOML text; `${VAR}` in string values is read from the environment.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_toml_with_env(text, &|name| std::env::var(name).ok())
+    }
+
+    /// As [`Settings::from_toml`], with the environment given (tests).
+    pub fn from_toml_with_env(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let raw: RawSettings =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let expand = |key: &str, value: &str| expand_env(key, value, env);
+
+        let listen = raw.server.listen.as_deref().unwrap_or("127.0.0.1:7200");
+        let listen = listen.parse().map_err(|_| {
+            invalid(
+                "server.listen",
+                format!("`{listen}` is not an address like 127.0.0.1:7200"),
+            )
+        })?;
+
+        let store = store_settings(&raw.store, &expand)?;
+
+        let upstream = upstream_settings(&raw.upstream, &expand)?;
+
+        let keeper = keeper_settings(&raw.keeper, &raw.store)?;
+
+        let mut apps = Vec::with_capacity(raw.apps.len());
+        let mut seen = HashSet::new();
+        let mut wecom_agents = HashSet::new();
+        for (i, app) in raw.apps.into_iter().enumerate() {
+            let app = validate_app(i, app, &expand)?;
+            if let Some(agentid) = app.agentid() {
+                if !wecom_agents.insert((app.appid.clone(), agentid)) {
+                    return Err(invalid(
+                        format!("apps[{i}].agentid"),
+                        format!("corp {} app {agentid} is configured twice", app.appid),
+                    ));
+                }
+            }
+            if !seen.insert(app.id.clone()) {
+                return Err(invalid(
+                    format!("apps[{i}].id"),
+                    format!("`{}` is configured twice", app.id),
+                ));
+            }
+            apps.push(app);
+        }
+
+        let mut clients = Vec::with_capacity(raw.clients.len());
+        let mut names = HashSet::new();
+        let mut digests = HashSet::new();
+        for (i, client) in raw.clients.into_iter().enumerate() {
+            let client = validate_client(i, client, &seen, &expand)?;
+            if !names.insert(client.name.clone()) {
+                return Err(invalid(
+                    format!("clients[{i}].name"),
+                    format!("`{}` is configured twice", client.name),
+                ));
+            }
+            if !digests.insert(client.key_sha256) {
+                return Err(invalid(
+                    format!("clients[{i}].key"),
+                    "the same key is given to another client",
+                ));
+            }
+            clients.push(client);
+        }
+
+        Ok(Settings {
+            server: ServerSettings { listen },
+            store,
+            upstream,
+            keeper,
+            apps,
+            clients,
+        })
+    }
+}
+
+fn store_settings(
+    raw: &RawStore,
+    expand: &dyn Fn(&str, &str) -> Result<String, ConfigError>,
+) -> Result<StoreSettings, ConfigError> {
+    let store = match raw.kind.as_deref().unwrap_or("sqlite") {
+        "sqlite" => {
+            let path = raw.path.as_deref().unwrap_or("wxtoken.db");
+            let path = expand("store.path", path)?;
+            if path.is_empty() {
+                return Err(invalid("store.path", "must not be empty"));
+            }
+            StoreSettings::Sqlite { path: path.into() }
+        }
+        "redis" => {
+            let url = raw
+                .url
+                .as_deref()
+                .ok_or_else(|| invalid("store.url", "is required when kind = \"redis\""))?;
+            let url = expand("store.url", url)?;
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(invalid(
+                    "store.url",
+                    "must start with redis:// or rediss://",
+                ));
+            }
+            let tls_ca_file = match raw.tls_ca_file.as_deref() {
+                Some(_) if !url.starts_with("rediss://") => {
+                    return Err(invalid(
+                        "store.tls_ca_file",
+                        "applies only to a rediss:// url",
+                    ));
+                }
+                Some(path) => Some(PathBuf::from(expand("store.tls_ca_file", path)?)),
+                None => None,
+            };
+            StoreSettings::Redis {
+                url,
+                tls_ca_file,
+                op_timeout: positive_ms(
+                    "store.op_timeout_ms",
+                    raw.op_timeout_ms,
+                    Duration::from_secs(1),
+                )?,
+            }
+        }
+        other => {
+            return Err(invalid(
+                "store.kind",
+                format!("`{other}` is not one of \"sqlite\", \"redis\""),
+            ));
+        }
+    };
+    Ok(store)
+}
+
+fn upstream_settings(
+    raw: &RawUpstream,
+    expand: &dyn Fn(&str, &str) -> Result<String, ConfigError>,
+) -> Result<UpstreamSettings, ConfigError> {
+    let upstream = UpstreamSettings {
+        api_base: base_url(
+            "upstream.api_base",
+            raw.api_base
+                .as_deref()
+                .unwrap_or("https://api.weixin.qq.com"),
+            &expand,
+        )?,
+        wecom_base: base_url(
+            "upstream.wecom_base",
+            raw.wecom_base
+                .as_deref()
+                .unwrap_or("https://qyapi.weixin.qq.com"),
+            &expand,
+        )?,
+        connect_timeout: positive_ms(
+            "upstream.connect_timeout_ms",
+            raw.connect_timeout_ms,
+            DEFAULT_CONNECT_TIMEOUT,
+        )?,
+        request_timeout: positive_ms(
+            "upstream.request_timeout_ms",
+            raw.request_timeout_ms,
+            DEFAULT_REQUEST_TIMEOUT,
+        )?,
+    };
+    Ok(upstream)
+}
+
+fn keeper_settings(raw: &RawKeeper, store: &RawStore) -> Result<KeeperSettings, ConfigError> {
+    let defaults = KeeperSettings::default();
+    let keeper = KeeperSettings {
+        refresh_ahead: positive_secs(
+            "keeper.refresh_ahead_secs",
+            raw.refresh_ahead_secs,
+            defaults.refresh_ahead,
+        )?,
+        stable_window: positive_secs(
+            "keeper.stable_window_secs",
+            raw.stable_window_secs,
+            defaults.stable_window,
+        )?,
+        min_ttl_wait: raw
+            .min_ttl_wait_secs
+            .map(Duration::from_secs)
+            .unwrap_or(defaults.min_ttl_wait),
+        force_refresh_daily_budget: match raw.force_refresh_daily_budget {
+            Some(n) if n > 20 => {
+                return Err(invalid(
+                    "keeper.force_refresh_daily_budget",
+                    "WeChat allows at most 20 force refreshes a day",
+                ));
+            }
+            Some(n) => n,
+            None => defaults.force_refresh_daily_budget,
+        },
+        force_refresh_min_interval: raw
+            .force_refresh_min_interval_secs
+            .map(Duration::from_secs)
+            .unwrap_or(defaults.force_refresh_min_interval),
+        shared: SharedSettings {
+            lease_ttl: positive_ms(
+                "store.lease_ttl_ms",
+                store.lease_ttl_ms,
+                defaults.shared.lease_ttl,
+            )?,
+            reconcile_every: positive_secs(
+                "store.reconcile_secs",
+                store.reconcile_secs,
+                defaults.shared.reconcile_every,
+            )?,
+            classic_refresh_when_down: store
+                .classic_refresh_when_down
+                .unwrap_or(defaults.shared.classic_refresh_when_down),
+        },
+    };
+    Ok(keeper)
+}
+
+fn validate_app(
+    i: usize,
+    raw: RawApp,
+    expand: &dyn Fn(&str, &str) -> Result<String, ConfigError>,
+) -> Result<AppSettings, ConfigError> {
+    let key = |field: &str| format!("apps[{i}].{field}");
+    let id = raw.id.ok_or_else(|| invalid(key("id"), "is required"))?;
+    if !is_identifier(&id) {
+        return Err(invalid(
+            key("id"),
+            format!("`{id}` must be 1-64 characters of letters, digits, '-' or '_'"),
+        ));
+    }
+    let secret = raw
+        .secret
+        .ok_or_else(|| invalid(key("secret"), "is required"))?;
+    let secret = expand(&key("secret"), &secret)?;
+    if secret.trim().is_empty() {
+        return Err(invalid(key("secret"), "must not be empty"));
+    }
+    let alnum = |field: &str, value: String, example: &str| {
+        let value = expand(&key(field), &value)?;
+        if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(invalid(
+                key(field),
+                format!("must be letters and digits, like {example}"),
+            ));
+        }
+        Ok(value)
+    };
+    let not_for = |field: &str, present: bool, kind: &str| {
+        if present {
+            Err(invalid(
+                key(field),
+                format!("does not apply to kind = \"{kind}\""),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let (kind, appid) = match raw.kind.as_deref().unwrap_or("official") {
+        "official" => {
+            not_for("corpid", raw.corpid.is_some(), "official")?;
+            not_for("agentid", raw.agentid.is_some(), "official")?;
+            let appid = raw
+                .appid
+                .ok_or_else(|| invalid(key("appid"), "is required"))?;
+            let mode = match raw.mode.as_deref().unwrap_or("stable") {
+                "stable" => TokenMode::Stable,
+                "classic" => TokenMode::Classic,
+                other => {
+                    return Err(invalid(
+                        key("mode"),
+                        format!("`{other}` is not one of \"stable\", \"classic\""),
+                    ));
+                }
+            };
+            (
+                AppKind::Official { mode },
+                alnum("appid", appid, "wx0123456789abcdef")?,
+            )
+        }
+        "wecom" => {
+            not_for("appid", raw.appid.is_some(), "wecom (use corpid)")?;
+            not_for("mode", raw.mode.is_some(), "wecom")?;
+            let corpid = raw
+                .corpid
+                .ok_or_else(|| invalid(key("corpid"), "is required for kind = \"wecom\""))?;
+            let agentid = raw.agentid.ok_or_else(|| {
+                invalid(
+                    key("agentid"),
+                    "is required for kind = \"wecom\" (an integer)",
+                )
+            })?;
+            let agentid = u64::try_from(agentid)
+                .map_err(|_| invalid(key("agentid"), "must be a positive integer"))?;
+            (
+                AppKind::Wecom { agentid },
+                alnum("corpid", corpid, "ww0123456789abcdef")?,
+            )
+        }
+        "component" => {
+            return Err(invalid(
+                key("kind"),
+                "third-party platform apps (\"component\") are not supported by this build yet",
+            ));
+        }
+        other => {
+            return Err(invalid(
+                key("kind"),
+                format!("`{other}` is not one of \"official\", \"wecom\", \"component\""),
+            ));
+        }
+    };
+    Ok(AppSettings {
+        id,
+        kind,
+        appid,
+        secret: SecretString::from(secret),
+    })
+}
+
+fn validate_client(
+    i: usize,
+    raw: RawClient,
+    app_ids: &HashSet<String>,
+    expand: &dyn Fn(&str, &str) -> Result<String, ConfigError>,
+) -> Result<ClientSettings, ConfigError> {
+    let key = |field: &str| format!("clients[{i}].{field}");
+    let name = raw
+        .name
+        .ok_or_else(|| invalid(key("name"), "is required"))?;
+    if !is_identifier(&name) {
+        return Err(invalid(
+            key("name"),
+            format!("`{name}` must be 1-64 characters of letters, digits, '-' or '_'"),
+        ));
+    }
+    let key_sha256 = match (raw.key, raw.key_sha256) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                key("key"),
+                "give either key or key_sha256, not both",
+            ));
+        }
+        (None, None) => return Err(invalid(key("key"), "key or key_sha256 is required")),
+        (Some(plain), None) => {
+            let plain = SecretString::from(expand(&key("key"), &plain)?);
+            if plain.expose_secret().len() < 16 {
+                return Err(invalid(key("key"), "must be at least 16 characters"));
+            }
+            key_digest(plain.expose_secret())
+        }
+        (None, Some(hexed)) => {
+            let hexed = expand(&key("key_sha256"), &hexed)?;
+            hex::decode(hexed.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| {
+                    invalid(
+                        key("key_sha256"),
+                        "must be 64 hex digits (sha256 of the key)",
+                    )
+                })?
+        }
+    };
+    let apps = raw
+        .apps
+        .ok_or_else(|| invalid(key("apps"), "is required (a list, or [\"*\"])"))?;
+    let apps = if apps.iter().any(|a| a == "*") {
+        AppGrant::All
+    } else {
+        for app in &apps {
+            if !app_ids.contains(app) {
+                return Err(invalid(
+                    key("apps"),
+                    format!("`{app}` is not a configured app id"),
+                ));
+            }
+        }
+        AppGrant::Only(apps)
+    };
+    let raw_scopes = raw.scopes.unwrap_or_else(|| vec!["read".to_owned()]);
+    let mut scopes = Vec::new();
+    for s in &raw_scopes {
+        let scope = Scope::parse(s).ok_or_else(|| {
+            invalid(
+                key("scopes"),
+                format!("`{s}` is not one of \"read\", \"invalidate\", \"admin\""),
+            )
+        })?;
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
+    }
+    Ok(ClientSettings {
+        name,
+        key_sha256,
+        apps,
+        scopes,
+    })
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn base_url(
+    key: &str,
+    value: &str,
+    expand: &dyn Fn(&str, &str) -> Result<String, ConfigError>,
+) -> Result<String, ConfigError> {
+    let value = expand(key, value)?;
+    let ok = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"))
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
+    if !ok {
+        return Err(invalid(key, format!("`{value}` is not an http(s) URL")));
+    }
+    Ok(value.trim_end_matches('/').to_owned())
+}
+
+fn positive_ms(key: &str, value: Option<u64>, default: Duration) -> Result<Duration, ConfigError> {
+    match value {
+        Some(0) => Err(invalid(key, "must be greater than 0")),
+        Some(ms) => Ok(Duration::from_millis(ms)),
+        None => Ok(default),
+    }
+}
+
+fn positive_secs(
+    key: &str,
+    value: Option<u64>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        Some(0) => Err(invalid(key, "must be greater than 0")),
+        Some(s) => Ok(Duration::from_secs(s)),
+        None => Ok(default),
+    }
+}
+
+/// Replaces every `${NAME}` in `value` with that environment variable.
+fn expand_env(
+    key: &str,
+    value: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| invalid(key, "has `${` without a closing `}`"))?;
+        let name = &after[..end];
+        let var = env(name)
+            .ok_or_else(|| invalid(key, format!("environment variable {name} is not set")))?;
+        out.push_str(&var);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}

@@ -1,0 +1,263 @@
+//! Typed settings: one tree loaded from TOML (plus `${VAR}` from the environment),
+//! validated at load so that a bad value fails at start with the key's name.
+//!
+//! The keys are a contract (see DESIGN.md): add keys, never rename them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use crate::credential::TicketType;
+use sha2::{Digest, Sha256};
+
+/// How long to wait for a TCP connection to WeChat before calling it a transient error.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a whole upstream request may take. WeChat answers token calls in well under
+/// a second; ten seconds covers a bad network day without pinning a refresh for long.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A configuration problem, always naming the key it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Parse(String),
+    #[error("invalid config: `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub store: StoreSettings,
+    pub upstream: UpstreamSettings,
+    pub keeper: KeeperSettings,
+    pub apps: Vec<AppSettings>,
+    pub clients: Vec<ClientSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+}
+
+/// Where durable state lives.
+#[derive(Debug, Clone)]
+pub enum StoreSettings {
+    /// The embedded default: one SQLite file.
+    Sqlite { path: PathBuf },
+    /// Several instances sharing one Redis.
+    Redis {
+        url: String,
+        /// Every Redis operation gives up after this (the keeper serves from memory).
+        op_timeout: Duration,
+        /// PEM file of the CA that signed a `rediss://` server's certificate, when it is
+        /// not one of the public roots.
+        tls_ca_file: Option<PathBuf>,
+    },
+}
+
+/// How instances sharing a store coordinate (from `[store]`; used with Redis only).
+#[derive(Debug, Clone)]
+pub struct SharedSettings {
+    /// How long a refresher's lease lasts unless renewed; another instance takes over
+    /// this long after the holder dies.
+    pub lease_ttl: Duration,
+    /// How often every credential is compared with the store, in case an announcement
+    /// was missed.
+    pub reconcile_every: Duration,
+    /// Classic mode with the store unreachable: refresh alone anyway? A classic fetch
+    /// kills the token the other instances hold, so the default is no.
+    pub classic_refresh_when_down: bool,
+}
+
+impl Default for SharedSettings {
+    fn default() -> Self {
+        Self {
+            lease_ttl: Duration::from_secs(5),
+            reconcile_every: Duration::from_secs(10),
+            classic_refresh_when_down: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// Base URL of the official-account API, without a trailing slash.
+    pub api_base: String,
+    /// Base URL of the WeCom API, without a trailing slash.
+    pub wecom_base: String,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+/// The keeper's timing rules; every value has a default that suits real WeChat.
+#[derive(Debug, Clone)]
+pub struct KeeperSettings {
+    /// Classic mode (and later WeCom, tickets): refresh this long before expiry.
+    pub refresh_ahead: Duration,
+    /// Stable mode: refresh inside the last this-long of validity, where WeChat renews.
+    pub stable_window: Duration,
+    /// How long a GET with `min_ttl` may wait for a fresh enough token.
+    pub min_ttl_wait: Duration,
+    /// How many automatic force_refresh calls a stable-mode app may make per WeChat day.
+    /// WeChat allows 20; keeping half leaves room for a human in an emergency.
+    pub force_refresh_daily_budget: u32,
+    /// WeChat ignores force refreshes less than 30 s apart, so we never send them closer.
+    pub force_refresh_min_interval: Duration,
+    /// Coordination with other instances (from `[store]`).
+    pub shared: SharedSettings,
+}
+
+impl Default for KeeperSettings {
+    fn default() -> Self {
+        Self {
+            refresh_ahead: Duration::from_secs(600),
+            stable_window: Duration::from_secs(300),
+            min_ttl_wait: Duration::from_secs(10),
+            force_refresh_daily_budget: 10,
+            force_refresh_min_interval: Duration::from_secs(30),
+            shared: SharedSettings::default(),
+        }
+    }
+}
+
+/// What sort of WeChat account an app is, with what only that sort has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppKind {
+    /// Official accounts and mini programs: same token API.
+    Official { mode: TokenMode },
+    /// A WeCom (企业微信) app: one token per (corp, app secret).
+    Wecom { agentid: u64 },
+}
+
+impl AppKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppKind::Official { .. } => "official",
+            AppKind::Wecom { .. } => "wecom",
+        }
+    }
+
+    /// The tickets this kind of app has.
+    pub fn tickets(self) -> &'static [TicketType] {
+        match self {
+            AppKind::Official { .. } => &[TicketType::Jsapi, TicketType::WxCard],
+            AppKind::Wecom { .. } => &[TicketType::Jsapi, TicketType::AgentConfig],
+        }
+    }
+}
+
+/// Which token endpoint an official account uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenMode {
+    /// `/cgi-bin/stable_token`: repeat calls return the same token; renews in the last 5 min.
+    Stable,
+    /// `/cgi-bin/token`: every call issues a new token and kills the previous one.
+    Classic,
+}
+
+impl TokenMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenMode::Stable => "stable",
+            TokenMode::Classic => "classic",
+        }
+    }
+}
+
+/// One configured app.
+#[derive(Debug, Clone)]
+pub struct AppSettings {
+    /// The `{app}` in URLs.
+    pub id: String,
+    pub kind: AppKind,
+    /// WeChat's appid, or for a WeCom app its corpid.
+    pub appid: String,
+    pub secret: SecretString,
+}
+
+impl AppSettings {
+    /// The token endpoint of an official account; `None` for WeCom.
+    pub fn mode(&self) -> Option<TokenMode> {
+        match self.kind {
+            AppKind::Official { mode } => Some(mode),
+            AppKind::Wecom { .. } => None,
+        }
+    }
+
+    /// The WeCom agentid, if this is a WeCom app.
+    pub fn agentid(&self) -> Option<u64> {
+        match self.kind {
+            AppKind::Wecom { agentid } => Some(agentid),
+            AppKind::Official { .. } => None,
+        }
+    }
+}
+
+/// The scopes a client key may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Read,
+    Invalidate,
+    Admin,
+}
+
+impl Scope {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "read" => Some(Scope::Read),
+            "invalidate" => Some(Scope::Invalidate),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// Which apps a client key may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppGrant {
+    All,
+    Only(Vec<String>),
+}
+
+impl AppGrant {
+    pub fn allows(&self, app: &str) -> bool {
+        match self {
+            AppGrant::All => true,
+            AppGrant::Only(apps) => apps.iter().any(|a| a == app),
+        }
+    }
+}
+
+/// One client key. Only the sha256 of the key is kept in memory.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub name: String,
+    pub key_sha256: [u8; 32],
+    pub apps: AppGrant,
+    pub scopes: Vec<Scope>,
+}
+
+/// sha256 of a client key, the form keys are compared in.
+pub fn key_digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+mod load;
+#[cfg(test)]
+mod tests;

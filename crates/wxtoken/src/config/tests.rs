@@ -1,0 +1,98 @@
+//! Configuration tests: defaults, the environment, and errors that name their key.
+
+use secrecy::ExposeSecret;
+
+use super::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+const MINIMAL: &str = r#"
+    [[apps]]
+    id = "shop"
+    appid = "wx0123456789abcdef"
+    secret = "s3cret"
+    [[clients]]
+    name = "svc"
+    key = "wxt_dev_only_plaintext"
+    apps = ["shop"]
+    scopes = ["read", "invalidate"]
+"#;
+
+fn err(text: &str) -> String {
+    Settings::from_toml_with_env(text, &no_env)
+        .expect_err("config should be rejected")
+        .to_string()
+}
+
+#[test]
+fn defaults_fill_what_is_left_out() {
+    let s = Settings::from_toml_with_env(MINIMAL, &no_env).expect("valid");
+    assert_eq!(s.server.listen.to_string(), "127.0.0.1:7200");
+    assert_eq!(s.apps[0].mode(), Some(TokenMode::Stable));
+    assert_eq!(s.keeper.refresh_ahead, Duration::from_secs(600));
+    assert_eq!(s.keeper.force_refresh_daily_budget, 10);
+    assert_eq!(s.upstream.api_base, "https://api.weixin.qq.com");
+    assert!(matches!(s.store, StoreSettings::Sqlite { .. }));
+    assert_eq!(
+        s.clients[0].key_sha256,
+        key_digest("wxt_dev_only_plaintext")
+    );
+}
+
+#[test]
+fn secrets_come_from_the_environment() {
+    let text = MINIMAL.replace("\"s3cret\"", "\"${SHOP_SECRET}\"");
+    let env = |n: &str| (n == "SHOP_SECRET").then(|| "from-env".to_owned());
+    let s = Settings::from_toml_with_env(&text, &env).expect("valid");
+    assert_eq!(s.apps[0].secret.expose_secret(), "from-env");
+    assert!(err(&text).contains("apps[0].secret"));
+    assert!(err(&text).contains("SHOP_SECRET is not set"));
+}
+
+#[test]
+fn wecom_apps_need_corpid_and_agentid() {
+    let wecom = r#"
+        [[apps]]
+        id = "hr"
+        kind = "wecom"
+        corpid = "ww0123456789abcdef"
+        agentid = 1000002
+        secret = "s"
+    "#;
+    let s = Settings::from_toml_with_env(wecom, &no_env).expect("valid");
+    assert_eq!(s.apps[0].kind, AppKind::Wecom { agentid: 1000002 });
+    assert_eq!(s.apps[0].appid, "ww0123456789abcdef");
+    assert!(err(&wecom.replace("agentid = 1000002", "")).contains("apps[0].agentid"));
+    assert!(err(&wecom.replace("agentid = 1000002", "agentid = -3")).contains("apps[0].agentid"));
+    assert!(err(&wecom.replace("corpid = \"ww0123456789abcdef\"", "")).contains("apps[0].corpid"));
+    assert!(
+        err(&wecom.replace("kind = \"wecom\"", "kind = \"wecom\"\nmode = \"classic\""))
+            .contains("apps[0].mode")
+    );
+    assert!(
+        err(&format!("{wecom}\n{}", wecom.replace("\"hr\"", "\"hr2\"")))
+            .contains("apps[1].agentid")
+    );
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    assert!(err(&format!("{MINIMAL}\n[keeper]\nrefresh_ahead = 3")).contains("refresh_ahead"));
+    assert!(err(&MINIMAL.replace("secret = \"s3cret\"", "")).contains("apps[0].secret"));
+    assert!(err(&MINIMAL.replace("\"shop\"]", "\"nope\"]")).contains("clients[0].apps"));
+    assert!(err(&MINIMAL.replace("\"invalidate\"", "\"write\"")).contains("clients[0].scopes"));
+    assert!(err(&format!("{MINIMAL}\nmode2 = 1")).contains("mode2"));
+    assert!(
+        err(&MINIMAL.replace("id = \"shop\"", "id = \"shop\"\nmode = \"fast\""))
+            .contains("apps[0].mode")
+    );
+    assert!(err(&format!("[server]\nlisten = \"nowhere\"\n{MINIMAL}")).contains("server.listen"));
+    assert!(
+        err(&format!("[upstream]\napi_base = \"ftp://x\"\n{MINIMAL}"))
+            .contains("upstream.api_base")
+    );
+    assert!(err(&format!("[store]\nkind = \"mysql\"\n{MINIMAL}")).contains("store.kind"));
+    assert!(err(&MINIMAL.replace("wxt_dev_only_plaintext", "short")).contains("clients[0].key"));
+}
