@@ -6,6 +6,7 @@ mod cli;
 mod fleet;
 mod helpers;
 mod invalidate;
+mod redis_server;
 mod refresh;
 mod resilience;
 mod single_flight;
