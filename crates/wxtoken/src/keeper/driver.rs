@@ -13,7 +13,9 @@ use super::schedule::{self, Policy, serveable};
 use super::slot::{Demand, ErrorRecord, Slot};
 use super::{Ctx, Failure, KeeperError, shared};
 use crate::config::{AppKind, TokenMode};
-use crate::credential::{CredentialKind, TicketType, Token, next_wechat_midnight_ms, unix_now_ms};
+use crate::credential::{
+    CredentialKind, TicketType, Token, next_wechat_midnight_ms, unix_now_ms, wechat_day,
+};
 use crate::wechat::{ErrorClass, FetchRequest, Fetched};
 
 /// In classic mode every fetch costs daily quota (2000) and kills the previous token, so
@@ -228,7 +230,8 @@ async fn refresh_token(
         return Ok(());
     }
     let allowed = if may_force {
-        force_allowed(slot, ctx)
+        let fleet = fleet_force_count(slot, ctx).await;
+        force_allowed(slot, ctx, fleet)
     } else {
         Err(
             "the shared store is unreachable, and a force_refresh alone would kill the token \
@@ -295,7 +298,22 @@ fn from_parent(error: KeeperError) -> Arc<Failure> {
     }
 }
 
-fn force_allowed(slot: &Slot, ctx: &Ctx) -> Result<(), String> {
+/// With a shared store, today's force refreshes by every instance (the counters every
+/// instance adds to), so that a fleet shares one daily budget. `None` without a shared
+/// store, or if it does not answer (then this instance's own count decides).
+async fn fleet_force_count(slot: &Slot, ctx: &Ctx) -> Option<u64> {
+    ctx.store.coordination()?;
+    let day = wechat_day(unix_now_ms());
+    let rows = ctx.store.usage(day, slot.key.app.clone()).await.ok()?;
+    Some(
+        rows.iter()
+            .filter(|r| r.api == "stable_token_force")
+            .map(|r| r.calls)
+            .sum(),
+    )
+}
+
+fn force_allowed(slot: &Slot, ctx: &Ctx, fleet_used: Option<u64>) -> Result<(), String> {
     let now_ms = unix_now_ms();
     let health = slot.health();
     let interval = ctx.settings.force_refresh_min_interval;
@@ -310,7 +328,10 @@ fn force_allowed(slot: &Slot, ctx: &Ctx) -> Result<(), String> {
         }
     }
     let budget = ctx.settings.force_refresh_daily_budget;
-    if health.calls_today("stable_token_force", now_ms) >= u64::from(budget) {
+    let used = health
+        .calls_today("stable_token_force", now_ms)
+        .max(fleet_used.unwrap_or(0));
+    if used >= u64::from(budget) {
         return Err(format!(
             "the daily force_refresh budget ({budget}) is used up"
         ));

@@ -599,3 +599,65 @@ async fn a_fleet_refreshing_short_tokens_fetches_once_per_period_and_never_serve
     println!("{calls} upstream calls in {run:?} (ideal {ideal})");
     assert!(calls <= ideal + 1, "{calls} upstream calls, ideal {ideal}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_shares_one_daily_force_refresh_budget() {
+    let redis = RedisServer::start().await;
+    let emulator = EmulatorConfig {
+        force_refresh_interval: Duration::ZERO,
+        ..EmulatorConfig::default()
+    };
+    let keeper = "[keeper]\nforce_refresh_daily_budget = 1\nforce_refresh_min_interval_secs = 0\n";
+    let fleet = spawn_fleet_with(2, "stable", &redis, emulator, "", keeper).await;
+    let invalidate = |i: usize, token: String| {
+        let fleet = &fleet;
+        async move {
+            let response = fleet
+                .http
+                .post(format!(
+                    "{}/v1/apps/shop/access_token/invalidate",
+                    fleet.instances[i].base
+                ))
+                .bearer_auth(KEY)
+                .json(&serde_json::json!({ "access_token": token }))
+                .send()
+                .await
+                .expect("sent");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    // A reports its (valid) token dead: WeChat hands it back, so A spends the budget.
+    let first = fleet.token(0).await;
+    let (status, body) = invalidate(0, first.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let second = body["access_token"].as_str().expect("token").to_owned();
+    assert_ne!(second, first);
+    // B, which has forced nothing itself, must not force again today.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while fleet.token(1).await != second {
+        assert!(Instant::now() < deadline, "B never adopted A's token");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (status, body) = invalidate(1, second).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("msg")
+            .contains("budget (1)"),
+        "{body}"
+    );
+    assert_eq!(
+        fleet
+            .emulator
+            .emulator
+            .stats()
+            .app(APPID)
+            .force_refresh_calls,
+        1
+    );
+}
