@@ -121,34 +121,10 @@ if [ -z "$SKIP_WRK" ]; then
         --dir "$TMP/redis" >"$RESULTS/redis.log" 2>&1 &
     PIDS+=($!)
 
-    server_config() { # PORT STORE-TABLE: the same server as run.sh's, on the given store
-        cat <<EOF
-[server]
-listen = "127.0.0.1:$1"
-
-$2
-
-[upstream]
-api_base = "http://127.0.0.1:$EMU_PORT"
-
-[[apps]]
-id = "shop"
-kind = "official"
-appid = "$APPID"
-secret = "$SECRET"
-mode = "stable"
-
-[[clients]]
-name = "bench"
-key = "$KEY"
-apps = ["shop"]
-scopes = ["read"]
-EOF
-    }
-    server_config "$SQL_PORT" "[store]
+    wxtoken_config "$SQL_PORT" "[store]
 kind = \"sqlite\"
 path = \"$TMP/wxtoken.db\"" >"$TMP/sqlite.toml"
-    server_config "$RED_PORT" "[store]
+    wxtoken_config "$RED_PORT" "[store]
 kind = \"redis\"
 url = \"redis://127.0.0.1:$REDIS_PORT\"" >"$TMP/redis.toml"
 

@@ -37,6 +37,32 @@ if ! declare -p PIN_LOAD >/dev/null 2>&1; then
     PIN_LOAD=()
 fi
 
+wxtoken_config() { # PORT STORE-TABLE: the benchmarked server's TOML (one stable-mode app
+    # `shop` on the emulator at EMU_PORT, one read key KEY) on the given store
+    cat <<EOF
+[server]
+listen = "127.0.0.1:$1"
+
+$2
+
+[upstream]
+api_base = "http://127.0.0.1:$EMU_PORT"
+
+[[apps]]
+id = "shop"
+kind = "official"
+appid = "$APPID"
+secret = "$SECRET"
+mode = "stable"
+
+[[clients]]
+name = "bench"
+key = "$KEY"
+apps = ["shop"]
+scopes = ["read"]
+EOF
+}
+
 need_tools() { # installs wrk if it can; checks curl and python3
     if ! command -v wrk >/dev/null 2>&1; then
         echo "== installing wrk"

@@ -83,30 +83,9 @@ echo "== starting wechat-emulator :$EMU_PORT, wxtoken :$WX_PORT, baseline :$BASE
     >"$RESULTS/emulator.log" 2>&1 &
 PIDS+=($!)
 
-cat >"$TMP/wxtoken.toml" <<EOF
-[server]
-listen = "127.0.0.1:$WX_PORT"
-
-[store]
-kind = "sqlite"
-path = "$TMP/wxtoken.db"
-
-[upstream]
-api_base = "http://127.0.0.1:$EMU_PORT"
-
-[[apps]]
-id = "shop"
-kind = "official"
-appid = "$APPID"
-secret = "$SECRET"
-mode = "stable"
-
-[[clients]]
-name = "bench"
-key = "$KEY"
-apps = ["shop"]
-scopes = ["read"]
-EOF
+wxtoken_config "$WX_PORT" "[store]
+kind = \"sqlite\"
+path = \"$TMP/wxtoken.db\"" >"$TMP/wxtoken.toml"
 wait_for "wechat-emulator" 10 "$RESULTS/emulator.log" \
     curl -fsS "http://127.0.0.1:$EMU_PORT/_emulator/stats"
 
