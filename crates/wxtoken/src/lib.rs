@@ -9,6 +9,7 @@
 pub mod config;
 pub mod credential;
 pub mod demo;
+pub mod gateway;
 pub mod http;
 pub mod jssdk;
 pub mod keeper;

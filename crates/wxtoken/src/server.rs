@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::config::{Settings, StoreSettings};
+use crate::gateway::Gateway;
 use crate::http::{self, AppState};
 use crate::keeper::Keeper;
 use crate::store::{RedisOptions, RedisStore, SqliteStore, Store, StoreError};
@@ -77,6 +78,10 @@ fn describe_metrics() {
         "wxtoken_token_renewals_total",
         "New token or ticket values installed, by app and kind"
     );
+    describe_counter!(
+        "wxtoken_gateway_requests_total",
+        "Requests through the gateway, by app and outcome (forwarded, retried, token_rejected, refused)"
+    );
     describe_gauge!(
         "wxtoken_token_expires_at_seconds",
         Unit::Seconds,
@@ -129,11 +134,14 @@ impl Server {
         let metrics = metrics_handle();
         let keeper =
             Keeper::start(&settings.apps, settings.keeper.clone(), api, store.clone()).await?;
+        let gateway = Gateway::new(keeper.clone(), &settings.upstream, &settings.gateway)?;
         let state = AppState::new(
             keeper.clone(),
             settings.clients.iter().cloned().map(Arc::new).collect(),
             store,
             metrics,
+            gateway,
+            settings.gateway.clone(),
         );
         Ok(Self {
             listener,

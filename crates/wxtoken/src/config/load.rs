@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use super::{
     AppGrant, AppKind, AppSettings, ClientSettings, ConfigError, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_REQUEST_TIMEOUT, KeeperSettings, Scope, ServerSettings, Settings, SharedSettings,
-    StoreSettings, TokenMode, UpstreamSettings, invalid, key_digest,
+    DEFAULT_REQUEST_TIMEOUT, GatewaySettings, KeeperSettings, Scope, ServerSettings, Settings,
+    SharedSettings, StoreSettings, TokenMode, UpstreamSettings, invalid, key_digest,
 };
 
 #[derive(Deserialize, Default)]
@@ -25,6 +25,8 @@ struct RawSettings {
     upstream: RawUpstream,
     #[serde(default)]
     keeper: RawKeeper,
+    #[serde(default)]
+    gateway: RawGateway,
     #[serde(default)]
     apps: Vec<RawApp>,
     #[serde(default)]
@@ -67,6 +69,14 @@ struct RawKeeper {
     min_ttl_wait_secs: Option<u64>,
     force_refresh_daily_budget: Option<u32>,
     force_refresh_min_interval_secs: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    max_body_bytes: Option<u64>,
+    retry_body_bytes: Option<u64>,
+    request_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +139,8 @@ impl Settings {
 
         let keeper = keeper_settings(&raw.keeper, &raw.store)?;
 
+        let gateway = gateway_settings(&raw.gateway)?;
+
         let mut apps = Vec::with_capacity(raw.apps.len());
         let mut seen = HashSet::new();
         let mut wecom_agents = HashSet::new();
@@ -176,6 +188,7 @@ impl Settings {
             store,
             upstream,
             keeper,
+            gateway,
             apps,
             clients,
         })
@@ -268,6 +281,33 @@ fn upstream_settings(
         )?,
     };
     Ok(upstream)
+}
+
+fn gateway_settings(raw: &RawGateway) -> Result<GatewaySettings, ConfigError> {
+    let defaults = GatewaySettings::default();
+    let max_body_bytes = match raw.max_body_bytes {
+        Some(0) => return Err(invalid("gateway.max_body_bytes", "must be positive")),
+        Some(n) => n,
+        None => defaults.max_body_bytes,
+    };
+    let retry_body_bytes = raw
+        .retry_body_bytes
+        .unwrap_or(defaults.retry_body_bytes.min(max_body_bytes));
+    if retry_body_bytes > max_body_bytes {
+        return Err(invalid(
+            "gateway.retry_body_bytes",
+            format!("must not exceed gateway.max_body_bytes ({max_body_bytes})"),
+        ));
+    }
+    Ok(GatewaySettings {
+        max_body_bytes,
+        retry_body_bytes,
+        request_timeout: positive_ms(
+            "gateway.request_timeout_ms",
+            raw.request_timeout_ms,
+            defaults.request_timeout,
+        )?,
+    })
 }
 
 fn keeper_settings(raw: &RawKeeper, store: &RawStore) -> Result<KeeperSettings, ConfigError> {

@@ -46,6 +46,7 @@ pub struct Settings {
     pub store: StoreSettings,
     pub upstream: UpstreamSettings,
     pub keeper: KeeperSettings,
+    pub gateway: GatewaySettings,
     pub apps: Vec<AppSettings>,
     pub clients: Vec<ClientSettings>,
 }
@@ -103,6 +104,38 @@ pub struct UpstreamSettings {
     pub wecom_base: String,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+}
+
+/// The gateway to WeChat's ordinary APIs (`[gateway]`).
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Larger request bodies are refused with 413. WeChat's largest upload (a WeCom
+    /// file) is 20 MB, so the default lets every documented upload through.
+    pub max_body_bytes: u64,
+    /// Bodies up to this size are held in memory so that a request WeChat rejected for
+    /// its token can be sent again with the current one; larger bodies (media uploads)
+    /// are streamed through and not retried.
+    pub retry_body_bytes: u64,
+    /// How long one forwarded request may take; uploads need longer than token calls.
+    pub request_timeout: Duration,
+}
+
+/// Every documented WeChat upload fits: a WeCom file may be 20 MB.
+pub const DEFAULT_GATEWAY_MAX_BODY: u64 = 20 * 1024 * 1024;
+/// JSON bodies of ordinary APIs are small; a megabyte covers all but media.
+pub const DEFAULT_GATEWAY_RETRY_BODY: u64 = 1024 * 1024;
+/// A 20 MB upload over a slow link still finishes; a stuck call does not pin a
+/// connection for long.
+pub const DEFAULT_GATEWAY_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_GATEWAY_MAX_BODY,
+            retry_body_bytes: DEFAULT_GATEWAY_RETRY_BODY,
+            request_timeout: DEFAULT_GATEWAY_TIMEOUT,
+        }
+    }
 }
 
 /// The keeper's timing rules; every value has a default that suits real WeChat.

@@ -4,6 +4,8 @@
 mod apps;
 pub mod auth;
 pub mod error;
+pub mod facade;
+mod gateway;
 mod health;
 mod jssdk;
 mod tickets;
@@ -16,11 +18,12 @@ use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::de::DeserializeOwned;
 
-use crate::config::ClientSettings;
+use crate::config::{ClientSettings, GatewaySettings};
+use crate::gateway::Gateway;
 use crate::keeper::Keeper;
 use crate::store::Store;
 use error::ApiError;
@@ -43,6 +46,11 @@ pub struct Shared {
     pub metrics: PrometheusHandle,
     /// Token bodies already rendered this second, per app.
     pub rendered: tokens::RenderCache,
+    /// Forwards WeChat API calls for the apps' tokens.
+    pub gateway: Gateway,
+    pub gateway_settings: GatewaySettings,
+    /// WeChat-shaped token endpoints: apps by appid/corpid, force_refresh spacing.
+    pub facade: facade::Facade,
 }
 
 impl AppState {
@@ -51,14 +59,20 @@ impl AppState {
         clients: Vec<Arc<ClientSettings>>,
         store: Arc<dyn Store>,
         metrics: PrometheusHandle,
+        gateway: Gateway,
+        gateway_settings: GatewaySettings,
     ) -> Self {
         let rendered = tokens::RenderCache::new(&keeper);
+        let facade = facade::Facade::new(&keeper);
         Self(Arc::new(Shared {
             keeper,
             clients,
             store,
             metrics,
             rendered,
+            gateway,
+            gateway_settings,
+            facade,
         }))
     }
 }
@@ -105,10 +119,19 @@ pub fn router(state: AppState) -> Router {
             "/v1/apps/{app}/jssdk/card_sign",
             post(jssdk::card_sign).layer(limited()),
         )
+        .route("/v1/apps/{app}/proxy/{*path}", any(gateway::proxy))
+        // WeChat's own shapes, for SDKs that only change their host.
+        .route("/cgi-bin/token", get(facade::token))
+        .route(
+            "/cgi-bin/stable_token",
+            post(facade::stable_token).layer(limited()),
+        )
+        .route("/cgi-bin/gettoken", get(facade::gettoken))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .fallback(|| async { ApiError::NotFound })
+        // WeChat's API prefixes go to the gateway; anything else is 404 there.
+        .fallback(gateway::fallback)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
 }

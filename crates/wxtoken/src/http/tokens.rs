@@ -37,12 +37,61 @@ struct TokenBody<'a> {
     refreshed: Option<bool>,
 }
 
+/// WeChat's own token answer (the facade): `{"access_token","expires_in"}`, and for
+/// WeCom with `errcode` 0 and `errmsg` "ok" first, as WeCom writes it.
+#[derive(Serialize)]
+struct WechatTokenBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errcode: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errmsg: Option<&'static str>,
+    access_token: &'a str,
+    expires_in: u64,
+}
+
+/// Which JSON a token is rendered as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// `/v1/...`: `{"access_token","expires_in","expires_at"}`.
+    V1,
+    /// `/cgi-bin/token`, `/cgi-bin/stable_token`: `{"access_token","expires_in"}`.
+    Wechat,
+    /// WeCom `/cgi-bin/gettoken`: `{"errcode":0,"errmsg":"ok","access_token","expires_in"}`.
+    Wecom,
+}
+
+/// Seconds left of `token` as said during wall-clock second `second`: counted from the
+/// end of that second, so never more than what is really left.
+fn seconds_left(token: &Token, second: u64) -> u64 {
+    token.expires_at_ms.saturating_sub((second + 1) * 1000) / 1000
+}
+
+/// The body of `token` in `shape` as of wall-clock second `second`.
+pub fn render_as(token: &Token, second: u64, shape: Shape) -> Bytes {
+    let body = match shape {
+        Shape::V1 => return render(token, second, None),
+        Shape::Wechat => WechatTokenBody {
+            errcode: None,
+            errmsg: None,
+            access_token: &token.value,
+            expires_in: seconds_left(token, second),
+        },
+        Shape::Wecom => WechatTokenBody {
+            errcode: Some(0),
+            errmsg: Some("ok"),
+            access_token: &token.value,
+            expires_in: seconds_left(token, second),
+        },
+    };
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
 /// The JSON body for `token` as of wall-clock second `second`. `expires_in` counts from
 /// the end of that second, so it is never more than what is really left.
 fn render(token: &Token, second: u64, refreshed: Option<bool>) -> Bytes {
     let body = TokenBody {
         access_token: &token.value,
-        expires_in: token.expires_at_ms.saturating_sub((second + 1) * 1000) / 1000,
+        expires_in: seconds_left(token, second),
         expires_at: token.expires_at_ms / 1000,
         refreshed,
     };
@@ -61,6 +110,7 @@ pub fn json_no_store(body: Bytes) -> Response {
 
 /// A body rendered for one token in one second.
 struct Rendered {
+    shape: Shape,
     generation: u64,
     expires_at_ms: u64,
     second: u64,
@@ -73,9 +123,19 @@ pub struct RenderCache {
     by_app: HashMap<String, Entry>,
 }
 
-struct Entry {
-    reader: TokenReader,
-    rendered: ArcSwapOption<Rendered>,
+pub struct Entry {
+    pub reader: TokenReader,
+    /// One slot per [`Shape`], so clients of both route families do not evict each
+    /// other's body.
+    rendered: [ArcSwapOption<Rendered>; 3],
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("reader", &self.reader)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for RenderCache {
@@ -95,7 +155,7 @@ impl RenderCache {
                 let reader = keeper.reader(app)?;
                 let entry = Entry {
                     reader,
-                    rendered: ArcSwapOption::empty(),
+                    rendered: Default::default(),
                 };
                 Some((app.clone(), entry))
             })
@@ -104,18 +164,34 @@ impl RenderCache {
     }
 }
 
+impl RenderCache {
+    /// The entry of `app`, if it exists.
+    pub fn get(&self, app: &str) -> Option<&Entry> {
+        self.by_app.get(app)
+    }
+}
+
+impl Entry {
+    /// The cached body of `token` in `shape` for wall-clock second `second`.
+    pub fn body(&self, token: &Token, second: u64, shape: Shape) -> Bytes {
+        body_of(&self.rendered[shape as usize], token, second, shape)
+    }
+}
+
 /// The cached body of `token` for wall-clock second `second`, rendering it if stale.
-fn body_of(slot: &ArcSwapOption<Rendered>, token: &Token, second: u64) -> Bytes {
+fn body_of(slot: &ArcSwapOption<Rendered>, token: &Token, second: u64, shape: Shape) -> Bytes {
     if let Some(cached) = slot.load().as_deref() {
-        if cached.generation == token.generation
+        if cached.shape == shape
+            && cached.generation == token.generation
             && cached.expires_at_ms == token.expires_at_ms
             && cached.second == second
         {
             return cached.body.clone();
         }
     }
-    let body = render(token, second, None);
+    let body = render_as(token, second, shape);
     slot.store(Some(Arc::new(Rendered {
+        shape,
         generation: token.generation,
         expires_at_ms: token.expires_at_ms,
         second,
@@ -176,14 +252,14 @@ pub async fn access_token(
     let served = entry
         .reader
         .read(min_ttl.unwrap_or_default(), now_ms, |token| {
-            body_of(&entry.rendered, token, now_ms / 1000)
+            entry.body(token, now_ms / 1000, Shape::V1)
         });
     if let Some(body) = served {
         return Ok(json_no_store(body));
     }
     let token = state.keeper.access_token(app, min_ttl).await?;
     let second = unix_now_ms() / 1000;
-    Ok(json_no_store(body_of(&entry.rendered, &token, second)))
+    Ok(json_no_store(entry.body(&token, second, Shape::V1)))
 }
 
 #[derive(Deserialize)]

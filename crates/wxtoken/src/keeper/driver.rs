@@ -392,7 +392,7 @@ async fn install(slot: &Slot, ctx: &Ctx, (fetched, started_ms): (Fetched, u64)) 
         lifetime_secs: fetched.expires_in,
         generation,
     });
-    slot.current.store(Some(token.clone()));
+    slot.replace_current(token.clone());
     let delay = schedule::refresh_delay(&token, slot.policy(), &ctx.settings, unix_now_ms());
     {
         let mut health = slot.health();
@@ -456,7 +456,7 @@ pub(super) fn adopt(slot: &Slot, ctx: &Ctx, stored: Token) -> bool {
     );
     metrics::gauge!("wxtoken_token_expires_at_seconds", "app" => slot.key.app.clone(), "kind" => kind)
         .set((stored.expires_at_ms / 1000) as f64);
-    slot.current.store(Some(Arc::new(stored)));
+    slot.replace_current(Arc::new(stored));
     {
         let mut health = slot.health();
         health.refresh_at = Some(Instant::now() + delay);

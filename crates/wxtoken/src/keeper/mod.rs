@@ -82,6 +82,19 @@ pub enum KeeperError {
     Unavailable(String),
 }
 
+/// How a token value presented by a client relates to what this server issued.
+#[derive(Debug, Clone)]
+pub enum Issued {
+    /// The app's current access token.
+    Current,
+    /// The one it replaced: WeChat may still accept it during the overlap, and the
+    /// current one is always a valid substitute.
+    Previous {
+        /// Whether its own expiry has passed.
+        expired: bool,
+    },
+}
+
 /// Reads one app's current access token without a lookup or a reference count: the
 /// hot path of serving.
 #[derive(Clone)]
@@ -268,6 +281,11 @@ impl Keeper {
         })
     }
 
+    /// The keeper's timing rules and budgets.
+    pub fn settings(&self) -> &KeeperSettings {
+        &self.inner.ctx.settings
+    }
+
     /// Whether `app` is configured.
     pub fn has_app(&self, app: &str) -> bool {
         self.inner.apps.contains_key(app)
@@ -320,6 +338,42 @@ impl Keeper {
     /// memory read; no lock, no I/O.
     pub fn current(&self, app: &str, min_left: Duration) -> Option<Arc<Token>> {
         self.inner.apps.get(app)?.token.serveable(min_left)
+    }
+
+    /// Which app issued the access token `value`, if this server did (its current
+    /// token or the one before). A memory read per app; no lock.
+    pub fn issuer_of(&self, value: &str) -> Option<(&AppSettings, Issued)> {
+        if value.is_empty() {
+            return None;
+        }
+        let now_ms = unix_now_ms();
+        self.inner.order.iter().find_map(|id| {
+            let slot = &self.inner.apps.get(id)?.token;
+            if slot
+                .current
+                .load()
+                .as_deref()
+                .is_some_and(|t| t.value == value)
+            {
+                return Some((&slot.app, Issued::Current));
+            }
+            let previous = slot.previous.load();
+            let previous = previous.as_deref().filter(|t| t.value == value)?;
+            Some((
+                &slot.app,
+                Issued::Previous {
+                    expired: previous.expires_at_ms <= now_ms,
+                },
+            ))
+        })
+    }
+
+    /// Every configured app, in configuration order.
+    pub fn apps(&self) -> impl Iterator<Item = &AppSettings> {
+        self.inner
+            .order
+            .iter()
+            .filter_map(|id| self.inner.apps.get(id).map(|a| &a.token.app))
     }
 
     /// A handle on one app's current access token, for a caller that reads it on every

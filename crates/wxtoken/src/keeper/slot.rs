@@ -116,6 +116,9 @@ pub(crate) struct Slot {
     pub parent: Option<Arc<Slot>>,
     /// The value served; swapped whole, read without a lock.
     pub current: ArcSwapOption<Token>,
+    /// The value `current` replaced, kept while WeChat may still accept it (the
+    /// overlap after a renewal), so the gateway recognises a token an SDK still holds.
+    pub previous: ArcSwapOption<Token>,
     demand: Mutex<Demand>,
     /// Wakes the driver; holds a permit if the driver is busy, so a demand is never missed.
     pub wake: Notify,
@@ -136,6 +139,7 @@ impl Slot {
             app,
             parent,
             current: ArcSwapOption::new(stored.map(Arc::new)),
+            previous: ArcSwapOption::empty(),
             demand: Mutex::new(Demand::default()),
             wake: Notify::new(),
             outcome: watch::Sender::new(Outcome::default()),
@@ -164,6 +168,15 @@ impl Slot {
 
     fn demand(&self) -> MutexGuard<'_, Demand> {
         self.demand.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `token` the current value, keeping the one it replaces (if its value
+    /// differs) as `previous`.
+    pub fn replace_current(&self, token: Arc<Token>) {
+        let old = self.current.swap(Some(token.clone()));
+        if let Some(old) = old.filter(|old| old.value != token.value) {
+            self.previous.store(Some(old));
+        }
     }
 
     /// The current value if it has more than `min_left` to live: a memory read.

@@ -3,7 +3,9 @@
 
 mod bad_input;
 mod cli;
+mod facade;
 mod fleet;
+mod gateway;
 mod helpers;
 mod invalidate;
 mod redis_server;
