@@ -9,14 +9,14 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::schedule::{self, Policy, serveable};
+use super::schedule::{self, Policy};
 use super::slot::{Demand, ErrorRecord, Slot};
 use super::{Ctx, Failure, KeeperError, shared};
 use crate::config::{AppKind, TokenMode};
 use crate::credential::{
     CredentialKind, TicketType, Token, next_wechat_midnight_ms, unix_now_ms, wechat_day,
 };
-use crate::wechat::{ErrorClass, FetchRequest, Fetched};
+use crate::wechat::{ErrorClass, FetchRequest, Fetched, UpstreamError};
 
 /// In classic mode every fetch costs daily quota (2000) and kills the previous token, so
 /// a client that keeps reporting each new token dead (a bug, or a token used with the
@@ -29,6 +29,15 @@ const INVALIDATE_COOLDOWN: Duration = Duration::from_secs(10);
 /// A lazy credential nobody asked for yet sleeps this long between looks (a demand wakes
 /// it at once anyway).
 const DORMANT: Duration = Duration::from_secs(3600);
+
+/// A value WeChat will not renew early is fetched again this long after its death: our
+/// expiry counts from when the first request left, so WeChat's is a round trip later.
+const AFTER_DEATH: Duration = Duration::from_millis(100);
+
+/// After an answer with `expires_in: 0`, ask again this soon...
+const DYING_RETRY: Duration = Duration::from_millis(100);
+/// ...at most this many times in one round (a value dies within the second).
+const DYING_RETRIES: u32 = 12;
 
 /// What the driver will do in one round.
 enum Plan {
@@ -84,7 +93,7 @@ fn next_due(slot: &Slot) -> Instant {
         return until;
     }
     match slot.current.load().as_deref() {
-        Some(token) if serveable(token, unix_now_ms(), Duration::ZERO) => {
+        Some(token) if slot.can_serve(token, unix_now_ms(), Duration::ZERO) => {
             health.refresh_at.unwrap_or(now)
         }
         _ if slot.lazy() && !health.wanted => now + DORMANT,
@@ -108,7 +117,7 @@ fn plan(slot: &Slot, ctx: &Ctx, demand: Option<&Demand>) -> Plan {
     };
     let usable = current
         .as_deref()
-        .filter(|t| serveable(t, now_ms, Duration::ZERO));
+        .filter(|t| slot.can_serve(t, now_ms, Duration::ZERO));
 
     if let Some(demand) = demand {
         if let (Some(dead), Some(token)) = (demand.invalidate, usable) {
@@ -131,7 +140,7 @@ fn plan(slot: &Slot, ctx: &Ctx, demand: Option<&Demand>) -> Plan {
             None => return Plan::Fetch { invalidating: None },
             Some(token) if demand.min_left_ms > 0 => {
                 let min_left = Duration::from_millis(demand.min_left_ms);
-                if !serveable(token, now_ms, min_left) {
+                if !slot.can_serve(token, now_ms, min_left) {
                     if backing_off {
                         return held_back();
                     }
@@ -339,8 +348,36 @@ fn force_allowed(slot: &Slot, ctx: &Ctx, fleet_used: Option<u64>) -> Result<(), 
     Ok(())
 }
 
-/// One upstream call, counted (in memory, in the store and in metrics).
+/// One value from WeChat. An answer with `expires_in: 0` is a value in its last second
+/// (WeCom hands its token back until it dies): ask again shortly, a few times, since the
+/// next answer after its death is a new value.
 async fn call(
+    slot: &Slot,
+    ctx: &Ctx,
+    request: FetchRequest<'_>,
+) -> Result<(Fetched, u64), Arc<Failure>> {
+    let mut tries = 0;
+    loop {
+        let (fetched, started_ms) = call_once(slot, ctx, request).await?;
+        if fetched.expires_in > 0 {
+            return Ok((fetched, started_ms));
+        }
+        tries += 1;
+        if tries >= DYING_RETRIES {
+            return Err(Arc::new(Failure::Upstream(UpstreamError {
+                class: ErrorClass::Transient,
+                errcode: None,
+                message: format!("WeChat answered {tries} times with a value that has expired"),
+                rid: None,
+            })));
+        }
+        info!(app = %slot.key.app, kind = slot.key.kind.as_str(), "WeChat answered with a value in its last second; asking again");
+        tokio::time::sleep(DYING_RETRY).await;
+    }
+}
+
+/// One upstream call, counted (in memory, in the store and in metrics).
+async fn call_once(
     slot: &Slot,
     ctx: &Ctx,
     request: FetchRequest<'_>,
@@ -385,15 +422,32 @@ async fn install(slot: &Slot, ctx: &Ctx, (fetched, started_ms): (Fetched, u64)) 
         None => (1, started_ms, true),
     };
     // Expiry counts from when the request left, so it is never later than WeChat's.
+    let mut expires_at_ms = started_ms + fetched.expires_in * 1000;
+    let mut lifetime_secs = fetched.expires_in;
+    // WeChat handed back the value it had already given (WeCom does until its token
+    // dies): no renewal is to be had before the value dies. Keep the expiry known from
+    // the first answer (a repeat's whole seconds round down), plan from the whole
+    // lifetime rather than what was left, serve it to its end, and fetch at its death.
+    let repeat_until_death = !renewed && slot.policy() == Policy::RefreshAhead;
+    if let (true, Some(p)) = (repeat_until_death, previous.as_deref()) {
+        expires_at_ms = expires_at_ms.max(p.expires_at_ms);
+        lifetime_secs = p.lifetime_secs.max(lifetime_secs);
+    }
     let token = Arc::new(Token {
         value: fetched.value,
-        expires_at_ms: started_ms + fetched.expires_in * 1000,
+        expires_at_ms,
         fetched_at_ms,
-        lifetime_secs: fetched.expires_in,
+        lifetime_secs,
         generation,
     });
     slot.replace_current(token.clone());
-    let delay = schedule::refresh_delay(&token, slot.policy(), &ctx.settings, unix_now_ms());
+    let delay = if repeat_until_death {
+        slot.to_death
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Duration::from_millis(expires_at_ms.saturating_sub(unix_now_ms())) + AFTER_DEATH
+    } else {
+        schedule::refresh_delay(&token, slot.policy(), &ctx.settings, unix_now_ms())
+    };
     {
         let mut health = slot.health();
         health.consecutive_failures = 0;

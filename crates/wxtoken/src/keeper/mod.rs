@@ -28,7 +28,6 @@ use crate::credential::{
 use crate::store::{Store, StoreError};
 use crate::wechat::{API_NAMES, ErrorClass, TokenApi, UpstreamError};
 use budget::TicketBudget;
-use schedule::serveable;
 use slot::{Health, Slot};
 pub use status::{AppStatus, ErrorStatus, TicketStatus, TokenStatus};
 
@@ -117,7 +116,7 @@ impl TokenReader {
     ) -> Option<R> {
         let guard = self.0.current.load();
         let token = guard.as_deref()?;
-        serveable(token, now_ms, min_left).then(|| f(token))
+        self.0.can_serve(token, now_ms, min_left).then(|| f(token))
     }
 }
 

@@ -72,8 +72,19 @@ pub fn serve_margin(token: &Token) -> Duration {
 
 /// Whether `token` may be handed out at `now_ms` to a caller who needs `min_left`.
 pub fn serveable(token: &Token, now_ms: u64, min_left: Duration) -> bool {
-    let need = serve_margin(token).max(min_left);
-    token.remaining_ms(now_ms) > need.as_millis() as u64
+    serveable_until(token, now_ms, min_left, false)
+}
+
+/// As [`serveable`]; `to_death`: WeChat handed this value back instead of renewing it,
+/// so nothing better exists before it dies and it is served to its last moment rather
+/// than held back for the margin.
+pub fn serveable_until(token: &Token, now_ms: u64, min_left: Duration, to_death: bool) -> bool {
+    let margin = if to_death {
+        Duration::ZERO
+    } else {
+        serve_margin(token)
+    };
+    token.remaining_ms(now_ms) > margin.max(min_left).as_millis() as u64
 }
 
 /// How long to wait before the next attempt after `failures` consecutive failures,

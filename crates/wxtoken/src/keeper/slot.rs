@@ -9,6 +9,7 @@
 //! wake-up can be lost.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::schedule::{Policy, serveable};
+use super::schedule::{Policy, serveable_until};
 use super::{Failure, KeeperError};
 use crate::config::{AppSettings, KeeperSettings, TokenMode};
 use crate::credential::{
@@ -116,6 +117,10 @@ pub(crate) struct Slot {
     pub parent: Option<Arc<Slot>>,
     /// The value served; swapped whole, read without a lock.
     pub current: ArcSwapOption<Token>,
+    /// WeChat answered a refresh with the very value held (WeCom does until the token
+    /// dies): nothing better can be had before it dies, so it is served to its end and
+    /// the next fetch waits for its death. Cleared when a new value is installed.
+    pub to_death: AtomicBool,
     /// The value `current` replaced, kept while WeChat may still accept it (the
     /// overlap after a renewal), so the gateway recognises a token an SDK still holds.
     pub previous: ArcSwapOption<Token>,
@@ -140,6 +145,7 @@ impl Slot {
             parent,
             current: ArcSwapOption::new(stored.map(Arc::new)),
             previous: ArcSwapOption::empty(),
+            to_death: AtomicBool::new(false),
             demand: Mutex::new(Demand::default()),
             wake: Notify::new(),
             outcome: watch::Sender::new(Outcome::default()),
@@ -175,14 +181,27 @@ impl Slot {
     pub fn replace_current(&self, token: Arc<Token>) {
         let old = self.current.swap(Some(token.clone()));
         if let Some(old) = old.filter(|old| old.value != token.value) {
+            self.to_death.store(false, Ordering::Relaxed);
             self.previous.store(Some(old));
         }
+    }
+
+    /// Whether `token` (this slot's) may be served at `now_ms` to a caller who needs
+    /// `min_left`.
+    pub fn can_serve(&self, token: &Token, now_ms: u64, min_left: Duration) -> bool {
+        serveable_until(
+            token,
+            now_ms,
+            min_left,
+            self.to_death.load(Ordering::Relaxed),
+        )
     }
 
     /// The current value if it has more than `min_left` to live: a memory read.
     pub fn serveable(&self, min_left: Duration) -> Option<Arc<Token>> {
         let token = self.current.load_full()?;
-        serveable(&token, unix_now_ms(), min_left).then_some(token)
+        self.can_serve(&token, unix_now_ms(), min_left)
+            .then_some(token)
     }
 
     /// Leaves a demand for the driver and waits until it has been served. Returns the

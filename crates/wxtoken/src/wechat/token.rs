@@ -18,6 +18,10 @@ use crate::credential::TicketType;
 /// much larger than that is not a token response.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// No credential lives longer than a day (WeChat's are two hours); a larger
+/// `expires_in` is a broken answer, not a value to plan a day around.
+pub const MAX_EXPIRES_IN: u64 = 86_400;
+
 /// The real WeChat client.
 #[derive(Debug, Clone)]
 pub struct WechatClient {
@@ -182,11 +186,19 @@ fn parse_body(body: &[u8], classify: fn(i64) -> ErrorClass) -> Result<Fetched, U
             })
         }
         TokenBody {
+            expires_in: Some(expires_in),
+            ..
+        } if expires_in > MAX_EXPIRES_IN => Err(UpstreamError::transient(format!(
+            "WeChat's answer had expires_in {expires_in}, beyond the {MAX_EXPIRES_IN} s any credential lives"
+        ))),
+        // 0 is a value that is dying (WeCom hands its token back until the second it
+        // dies): the keeper asks again in a moment rather than calling it malformed.
+        TokenBody {
             access_token,
             ticket,
             expires_in: Some(expires_in),
             ..
-        } if expires_in > 0 => match access_token.or(ticket) {
+        } => match access_token.or(ticket) {
             Some(value) if !value.is_empty() => Ok(Fetched { value, expires_in }),
             _ => Err(UpstreamError::transient(
                 "WeChat's answer had expires_in but no token or ticket",
@@ -241,5 +253,23 @@ mod tests {
         assert_eq!(busy.class, ErrorClass::Transient);
         let junk = parse_body(b"<html>", token).expect_err("junk");
         assert_eq!(junk.class, ErrorClass::Transient);
+    }
+
+    #[test]
+    fn expires_in_zero_is_a_dying_value_and_more_than_a_day_is_broken() {
+        let token = errcode::classify_token_endpoint;
+        let dying = parse_body(br#"{"access_token":"AT","expires_in":0}"#, token).expect("dying");
+        assert_eq!(dying.expires_in, 0);
+        let day = parse_body(br#"{"access_token":"AT","expires_in":86400}"#, token).expect("day");
+        assert_eq!(day.expires_in, 86_400);
+        for broken in [
+            &br#"{"access_token":"AT","expires_in":86401}"#[..],
+            br#"{"access_token":"AT","expires_in":18446744073709551615}"#,
+            br#"{"access_token":"AT","expires_in":-5}"#,
+            br#"{"access_token":"","expires_in":7200}"#,
+        ] {
+            let err = parse_body(broken, token).expect_err("out of range");
+            assert_eq!(err.class, ErrorClass::Transient);
+        }
     }
 }

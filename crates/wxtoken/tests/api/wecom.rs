@@ -80,3 +80,51 @@ async fn a_wecom_app_with_a_wrong_secret_is_a_configuration_error_fetched_once()
     let (_, status) = app.get("/v1/apps/hr", Some(KEY)).await;
     assert_eq!(status["state"], "configuration_error");
 }
+
+/// WeCom hands its token back (with the seconds left) until it dies. The keeper must
+/// neither ask again and again as the token runs out, nor leave a gap at its death.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wecom_token_handed_back_until_it_dies_is_replaced_at_its_death_without_a_gap() {
+    let app = spawn_app_with(Options {
+        expires_in: 4,
+        ..Options::default()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let mut slowest = std::time::Duration::ZERO;
+    let (mut failed, mut invalid, mut tokens) = (0, 0, std::collections::BTreeSet::new());
+    while started.elapsed() < std::time::Duration::from_secs(9) {
+        let asked = std::time::Instant::now();
+        let (status, body) = app.get("/v1/apps/hr/access_token", Some(KEY)).await;
+        slowest = slowest.max(asked.elapsed());
+        if status != 200 {
+            failed += 1;
+            continue;
+        }
+        let token = body["access_token"].as_str().expect("token").to_owned();
+        if app.emulator.emulator.check_token(&token) == TokenCheck::Invalid {
+            invalid += 1;
+        }
+        tokens.insert(token);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let calls = app.wecom_stats().gettoken_calls;
+    println!(
+        "{} tokens, {calls} gettoken calls, slowest answer {slowest:?}, {failed} failed",
+        tokens.len()
+    );
+    assert_eq!(failed, 0, "a token was always served");
+    assert_eq!(invalid, 0, "never a token WeChat no longer knows");
+    assert!(
+        slowest < std::time::Duration::from_millis(200),
+        "under 200 ms without a valid token, got {slowest:?}"
+    );
+    assert!(tokens.len() >= 3, "the token was replaced at each death");
+    // The first fetch, then per lifetime one proactive call (answered with the same
+    // token) and one at its death.
+    let lifetimes = tokens.len() as u64 - 1;
+    assert!(
+        calls <= 1 + 2 * lifetimes + 1,
+        "{calls} gettoken calls for {lifetimes} renewals"
+    );
+}
