@@ -413,34 +413,44 @@ async fn call_once(
 }
 
 async fn install(slot: &Slot, ctx: &Ctx, (fetched, started_ms): (Fetched, u64)) -> Arc<Token> {
-    let previous = slot.current.load_full();
-    // With a shared store, `previous` is at least as new as the stored value: a refresh
-    // adopts the stored value before fetching.
-    let (generation, fetched_at_ms, renewed) = match previous.as_deref() {
-        Some(p) if p.value == fetched.value => (p.generation, p.fetched_at_ms, false),
-        Some(p) => (p.generation + 1, started_ms, true),
-        None => (1, started_ms, true),
-    };
-    // Expiry counts from when the request left, so it is never later than WeChat's.
-    let mut expires_at_ms = started_ms + fetched.expires_in * 1000;
-    let mut lifetime_secs = fetched.expires_in;
-    // WeChat handed back the value it had already given (WeCom does until its token
-    // dies): no renewal is to be had before the value dies. Keep the expiry known from
-    // the first answer (a repeat's whole seconds round down), plan from the whole
-    // lifetime rather than what was left, serve it to its end, and fetch at its death.
-    let repeat_until_death = !renewed && slot.policy() == Policy::RefreshAhead;
-    if let (true, Some(p)) = (repeat_until_death, previous.as_deref()) {
-        expires_at_ms = expires_at_ms.max(p.expires_at_ms);
-        lifetime_secs = p.lifetime_secs.max(lifetime_secs);
-    }
-    let token = Arc::new(Token {
-        value: fetched.value,
-        expires_at_ms,
-        fetched_at_ms,
-        lifetime_secs,
-        generation,
-    });
-    slot.replace_current(token.clone());
+    let mut renewed = true;
+    let mut repeat_until_death = false;
+    // Built against the value held at the moment of the swap (a value adopted from
+    // another instance meanwhile is numbered past, not overwritten unseen).
+    let token = slot
+        .swap_in(|previous| {
+            // With a shared store, `previous` is at least as new as the stored value: a
+            // refresh adopts the stored value before fetching.
+            let (generation, fetched_at_ms);
+            (generation, fetched_at_ms, renewed) = match previous {
+                Some(p) if p.value == fetched.value => (p.generation, p.fetched_at_ms, false),
+                Some(p) => (p.generation + 1, started_ms, true),
+                None => (1, started_ms, true),
+            };
+            // Expiry counts from when the request left, so it is never later than WeChat's.
+            let mut expires_at_ms = started_ms + fetched.expires_in * 1000;
+            let mut lifetime_secs = fetched.expires_in;
+            // WeChat handed back the value it had already given (WeCom does until its
+            // token dies): no renewal is to be had before the value dies. Keep the expiry
+            // known from the first answer (a repeat's whole seconds round down), plan from
+            // the whole lifetime rather than what was left, serve it to its end, and
+            // fetch at its death.
+            repeat_until_death = !renewed && slot.policy() == Policy::RefreshAhead;
+            if let (true, Some(p)) = (repeat_until_death, previous) {
+                expires_at_ms = expires_at_ms.max(p.expires_at_ms);
+                lifetime_secs = p.lifetime_secs.max(lifetime_secs);
+            }
+            Some(Token {
+                value: fetched.value.clone(),
+                expires_at_ms,
+                fetched_at_ms,
+                lifetime_secs,
+                generation,
+            })
+        })
+        .expect("install always builds a value");
+    let generation = token.generation;
+    let expires_at_ms = token.expires_at_ms;
     let delay = if repeat_until_death {
         slot.to_death
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -493,24 +503,27 @@ async fn install(slot: &Slot, ctx: &Ctx, (fetched, started_ms): (Fetched, u64)) 
 /// Takes a value another instance stored, if it is newer than ours. Returns whether it
 /// was taken.
 pub(super) fn adopt(slot: &Slot, ctx: &Ctx, stored: Token) -> bool {
-    let local = slot.current.load_full();
-    if !shared::is_newer(&stored, local.as_deref()) {
-        return false;
-    }
     let now_ms = unix_now_ms();
     let delay = schedule::refresh_delay(&stored, slot.policy(), &ctx.settings, now_ms);
     let kind = slot.key.kind.as_str();
+    let (value, generation, expires_at_ms) = (
+        stored.redacted().to_string(),
+        stored.generation,
+        stored.expires_at_ms,
+    );
+    if !slot.adopt_if_newer(stored) {
+        return false;
+    }
     info!(
         app = %slot.key.app,
         kind,
-        value = %stored.redacted(),
-        generation = stored.generation,
-        expires_in = stored.expires_in_secs(now_ms),
+        value = %value,
+        generation,
+        expires_in = expires_at_ms.saturating_sub(now_ms) / 1000,
         "adopted the value another instance stored"
     );
     metrics::gauge!("wxtoken_token_expires_at_seconds", "app" => slot.key.app.clone(), "kind" => kind)
-        .set((stored.expires_at_ms / 1000) as f64);
-    slot.replace_current(Arc::new(stored));
+        .set((expires_at_ms / 1000) as f64);
     {
         let mut health = slot.health();
         health.refresh_at = Some(Instant::now() + delay);

@@ -69,7 +69,8 @@ pub(super) async fn refresh(
                     .await;
             }
             Ok(false) => {
-                if wait_for_other(slot, ctx, before.as_deref(), ttl).await {
+                if wait_for_other(slot, ctx, before.as_deref(), invalidating.as_deref(), ttl).await
+                {
                     return Ok(());
                 }
             }
@@ -164,12 +165,21 @@ fn satisfies(slot: &Slot, ctx: &Ctx, token: &Token, invalidating: Option<&str>) 
 /// would cost seconds.
 const FOLLOWER_POLL: Duration = Duration::from_millis(250);
 
-/// Another instance holds the lease: wait up to `limit` for a newer value than `before`
-/// (announced, or found in the store). Returns whether one came.
-async fn wait_for_other(slot: &Slot, ctx: &Ctx, before: Option<&Token>, limit: Duration) -> bool {
+/// Another instance holds the lease: wait up to `limit` for a value newer than `before`
+/// (announced, or found in the store) that also answers this refresh: not the value a
+/// client reported dead (a re-store of the same token with a later expiry is newer, but
+/// no answer to that report). Returns whether one came.
+async fn wait_for_other(
+    slot: &Slot,
+    ctx: &Ctx,
+    before: Option<&Token>,
+    invalidating: Option<&str>,
+    limit: Duration,
+) -> bool {
     let changed = || {
         let now = slot.current.load_full();
-        now.as_deref().is_some_and(|t| is_newer(t, before))
+        now.as_deref()
+            .is_some_and(|t| is_newer(t, before) && satisfies(slot, ctx, t, invalidating))
     };
     let deadline = Instant::now() + limit;
     let mut rx = slot.outcome.subscribe();

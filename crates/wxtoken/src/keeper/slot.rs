@@ -18,6 +18,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::schedule::{Policy, serveable_until};
+use super::shared::is_newer;
 use super::{Failure, KeeperError};
 use crate::config::{AppSettings, KeeperSettings, TokenMode};
 use crate::credential::{
@@ -176,14 +177,41 @@ impl Slot {
         self.demand.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes `token` the current value, keeping the one it replaces (if its value
-    /// differs) as `previous`.
-    pub fn replace_current(&self, token: Arc<Token>) {
-        let old = self.current.swap(Some(token.clone()));
-        if let Some(old) = old.filter(|old| old.value != token.value) {
-            self.to_death.store(false, Ordering::Relaxed);
-            self.previous.store(Some(old));
+    /// Makes the value `make` builds from the one held current, compare-and-swap: if
+    /// another task (the follower adopting a value from another instance) swapped a
+    /// value in meanwhile, `make` runs again on that one, so neither overwrites the
+    /// other unseen. `make` returns `None` to leave the held value alone. Returns the
+    /// value installed, if any.
+    pub fn swap_in(
+        &self,
+        mut make: impl FnMut(Option<&Token>) -> Option<Token>,
+    ) -> Option<Arc<Token>> {
+        let mut held = self.current.load_full();
+        loop {
+            let token = Arc::new(make(held.as_deref())?);
+            let before = self.current.compare_and_swap(&held, Some(token.clone()));
+            let swapped = match (before.as_ref(), held.as_ref()) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if swapped {
+                if let Some(old) = held.filter(|old| old.value != token.value) {
+                    self.to_death.store(false, Ordering::Relaxed);
+                    self.previous.store(Some(old));
+                }
+                return Some(token);
+            }
+            held = arc_swap::Guard::into_inner(before);
         }
+    }
+
+    /// Makes `candidate` current if it is newer than the value held at that moment (see
+    /// [`is_newer`]); never replaces a newer value installed meanwhile. Returns whether
+    /// it was taken.
+    pub fn adopt_if_newer(&self, candidate: Token) -> bool {
+        self.swap_in(|held| is_newer(&candidate, held).then(|| candidate.clone()))
+            .is_some()
     }
 
     /// Whether `token` (this slot's) may be served at `now_ms` to a caller who needs
@@ -340,4 +368,84 @@ impl Slot {
 
 fn shutting_down() -> KeeperError {
     KeeperError::Unavailable("the server is shutting down".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::config::AppKind;
+
+    fn slot() -> Slot {
+        let app = AppSettings {
+            id: "shop".into(),
+            kind: AppKind::Official {
+                mode: TokenMode::Classic,
+            },
+            appid: "wx1".into(),
+            secret: SecretString::from("s"),
+        };
+        Slot::new(
+            CredentialKey::access_token("shop"),
+            app,
+            None,
+            None,
+            Health::default(),
+        )
+    }
+
+    fn token(generation: u64) -> Token {
+        Token {
+            value: format!("T{generation}"),
+            expires_at_ms: u64::MAX / 2,
+            fetched_at_ms: 0,
+            lifetime_secs: 7200,
+            generation,
+        }
+    }
+
+    #[test]
+    fn a_value_adopted_while_another_is_built_is_numbered_past_not_overwritten() {
+        // The driver builds generation 2 from generation 1 while the follower adopts
+        // generation 5 from another instance: the build runs again on 5.
+        let slot = slot();
+        assert!(slot.adopt_if_newer(token(1)));
+        let mut builds = Vec::new();
+        let installed = slot
+            .swap_in(|held| {
+                let held = held.expect("a value").generation;
+                builds.push(held);
+                if builds.len() == 1 {
+                    assert!(slot.adopt_if_newer(token(5)), "the follower adopts");
+                }
+                Some(Token {
+                    value: "fetched".into(),
+                    ..token(held + 1)
+                })
+            })
+            .expect("installed");
+        assert_eq!(builds, [1, 5]);
+        assert_eq!(installed.generation, 6);
+        assert_eq!(slot.current.load_full().expect("value").generation, 6);
+        assert_eq!(slot.previous.load_full().expect("previous").generation, 5);
+    }
+
+    #[test]
+    fn an_older_value_is_never_adopted_over_a_newer_one() {
+        let slot = slot();
+        assert!(slot.adopt_if_newer(token(3)));
+        assert!(!slot.adopt_if_newer(token(2)));
+        assert_eq!(slot.current.load_full().expect("value").generation, 3);
+    }
+
+    #[test]
+    fn a_swap_keeps_the_replaced_value_as_previous() {
+        let slot = slot();
+        assert!(slot.adopt_if_newer(token(1)));
+        assert!(!slot.adopt_if_newer(token(1)), "not newer");
+        assert!(slot.adopt_if_newer(token(2)));
+        let previous = slot.previous.load_full().expect("previous");
+        assert_eq!(previous.generation, 1);
+    }
 }
