@@ -79,6 +79,10 @@ fn describe_metrics() {
         "New token or ticket values installed, by app and kind"
     );
     describe_counter!(
+        "wxtoken_driver_restarts_total",
+        "Credential drivers restarted after a panic, by app and kind"
+    );
+    describe_counter!(
         "wxtoken_gateway_requests_total",
         "Requests through the gateway, by app and outcome (forwarded, retried, token_rejected, refused)"
     );

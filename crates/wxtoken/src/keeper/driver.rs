@@ -49,8 +49,51 @@ enum Plan {
     Fetch { invalidating: Option<String> },
 }
 
-pub(super) async fn run(slot: Arc<Slot>, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
-    let mut served = 0;
+/// Runs the credential's driver, restarting it after a panic (logged, counted in
+/// `wxtoken_driver_restarts_total`, with a backoff); callers waiting on the round that
+/// panicked get an error rather than waiting on. Returns at shutdown, after which every
+/// caller is answered at once.
+pub(super) async fn supervise(slot: Arc<Slot>, ctx: Arc<Ctx>, shutdown: watch::Receiver<bool>) {
+    let mut restarts: u32 = 0;
+    loop {
+        let run = tokio::spawn(run(slot.clone(), ctx.clone(), shutdown.clone()));
+        match run.await {
+            Ok(()) => break,
+            Err(e) if e.is_panic() => {
+                restarts = restarts.saturating_add(1);
+                let wait = schedule::restart_delay(restarts);
+                tracing::error!(
+                    app = %slot.key.app,
+                    kind = slot.key.kind.as_str(),
+                    restarts,
+                    restart_in_ms = wait.as_millis() as u64,
+                    "the credential's driver panicked; restarting it"
+                );
+                metrics::counter!(
+                    "wxtoken_driver_restarts_total",
+                    "app" => slot.key.app.clone(),
+                    "kind" => slot.key.kind.as_str()
+                )
+                .increment(1);
+                slot.fail_pending(Arc::new(Failure::Unavailable(
+                    "the refresher failed and is restarting".into(),
+                )));
+                let mut stop = shutdown.clone();
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+            // Cancelled: the runtime is going away.
+            Err(_) => break,
+        }
+    }
+    slot.close();
+}
+
+async fn run(slot: Arc<Slot>, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    // A restarted driver goes on from what its predecessor published.
+    let mut served = slot.outcome.borrow().served_seq;
     loop {
         if *shutdown.borrow() {
             return;

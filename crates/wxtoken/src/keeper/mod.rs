@@ -257,7 +257,13 @@ impl Keeper {
         let (shutdown, _) = watch::channel(false);
         let mut drivers: Vec<JoinHandle<()>> = all
             .iter()
-            .map(|slot| tokio::spawn(driver::run(slot.clone(), ctx.clone(), shutdown.subscribe())))
+            .map(|slot| {
+                tokio::spawn(driver::supervise(
+                    slot.clone(),
+                    ctx.clone(),
+                    shutdown.subscribe(),
+                ))
+            })
             .collect();
         if let Some(coordination) = ctx.store.coordination() {
             let updates = coordination.updates();

@@ -30,6 +30,17 @@ const CONFIG_CAP: Duration = Duration::from_secs(30 * 60);
 /// With the daily quota gone (45009), probe this often in case someone cleared it.
 const QUOTA_PROBE: Duration = Duration::from_secs(30 * 60);
 
+/// A driver that panicked is restarted after this, doubling per restart...
+const RESTART_BASE: Duration = Duration::from_secs(1);
+/// ...up to this: a bug that panics every round must not spin, nor give up for good.
+const RESTART_CAP: Duration = Duration::from_secs(60);
+
+/// How long to wait before the `restarts`-th restart of a driver that panicked.
+pub fn restart_delay(restarts: u32) -> Duration {
+    let exp = restarts.saturating_sub(1).min(16);
+    RESTART_BASE.saturating_mul(1 << exp).min(RESTART_CAP)
+}
+
 /// Which refresh rule a credential follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {

@@ -26,6 +26,11 @@ use crate::credential::{
 };
 use crate::wechat::ErrorClass;
 
+/// The longest a caller waits for its credential's driver: past the upstream request
+/// timeout (10 s) and a lease holder's failover (a few lease lifetimes), so it only ends
+/// waits on a driver that is stuck or gone.
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(30);
+
 /// What callers have asked of the driver since it last looked. The driver takes the
 /// fields (leaving defaults) together with the sequence number it then serves.
 #[derive(Debug, Default, Clone)]
@@ -47,6 +52,9 @@ pub(crate) struct Outcome {
     pub failure: Option<Arc<Failure>>,
     /// Bumped whenever a value is installed, so `min_ttl` waiters can watch for one.
     pub installs: u64,
+    /// The driver has stopped for good (shutdown): every demand, now and later, is
+    /// answered at once with no value.
+    pub closed: bool,
 }
 
 /// The most recent upstream error, for status.
@@ -232,8 +240,9 @@ impl Slot {
             .then_some(token)
     }
 
-    /// Leaves a demand for the driver and waits until it has been served. Returns the
-    /// outcome of the round that served it, or `None` if the driver has stopped.
+    /// Leaves a demand for the driver and waits until it has been served, at most
+    /// [`MAX_WAIT`]. Returns the outcome of the round that served it, or `None` if the
+    /// driver has stopped for good.
     pub async fn request(&self, fill: impl FnOnce(&mut Demand)) -> Option<Outcome> {
         let mut rx = self.outcome.subscribe();
         let seq = {
@@ -244,8 +253,38 @@ impl Slot {
         };
         self.health().wanted = true;
         self.wake.notify_one();
-        let outcome = rx.wait_for(|o| o.served_seq >= seq).await.ok()?;
-        Some(outcome.clone())
+        let served =
+            tokio::time::timeout(MAX_WAIT, rx.wait_for(|o| o.closed || o.served_seq >= seq));
+        match served.await {
+            Ok(Ok(outcome)) if outcome.closed => None,
+            Ok(Ok(outcome)) => Some(outcome.clone()),
+            Ok(Err(_)) => None,
+            Err(_) => Some(Outcome {
+                served_seq: seq,
+                failure: Some(Arc::new(Failure::Unavailable(format!(
+                    "the {} refresher did not answer within {}s",
+                    self.noun(),
+                    MAX_WAIT.as_secs()
+                )))),
+                ..Outcome::default()
+            }),
+        }
+    }
+
+    /// Answers every demand left so far with `failure` (the driver died before it could).
+    pub fn fail_pending(&self, failure: Arc<Failure>) {
+        let served = self.outcome.borrow().served_seq;
+        if let Some(demand) = self.take_demand(served) {
+            self.outcome.send_modify(|o| {
+                o.served_seq = o.served_seq.max(demand.seq);
+                o.failure = Some(failure);
+            });
+        }
+    }
+
+    /// The driver has stopped for good: answer everyone, now and later, with no value.
+    pub fn close(&self) {
+        self.outcome.send_modify(|o| o.closed = true);
     }
 
     /// Takes the pending demand if any caller is waiting beyond `served`.

@@ -12,5 +12,6 @@ mod redis_server;
 mod refresh;
 mod resilience;
 mod single_flight;
+mod supervision;
 mod tickets;
 mod wecom;
