@@ -67,6 +67,7 @@ struct RawKeeper {
     refresh_ahead_secs: Option<u64>,
     stable_window_secs: Option<u64>,
     min_ttl_wait_secs: Option<u64>,
+    ticket_idle_secs: Option<u64>,
     force_refresh_daily_budget: Option<u32>,
     force_refresh_min_interval_secs: Option<u64>,
 }
@@ -327,6 +328,11 @@ fn keeper_settings(raw: &RawKeeper, store: &RawStore) -> Result<KeeperSettings, 
             .min_ttl_wait_secs
             .map(Duration::from_secs)
             .unwrap_or(defaults.min_ttl_wait),
+        ticket_idle: positive_secs(
+            "keeper.ticket_idle_secs",
+            raw.ticket_idle_secs,
+            defaults.ticket_idle,
+        )?,
         force_refresh_daily_budget: match raw.force_refresh_daily_budget {
             Some(n) if n > 20 => {
                 return Err(invalid(

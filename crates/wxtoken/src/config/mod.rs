@@ -147,6 +147,9 @@ pub struct KeeperSettings {
     pub stable_window: Duration,
     /// How long a GET with `min_ttl` may wait for a fresh enough token.
     pub min_ttl_wait: Duration,
+    /// A ticket nobody asked for in this long is no longer refreshed: it is left to
+    /// expire and fetched again on the next request (ticket calls are scarce).
+    pub ticket_idle: Duration,
     /// How many automatic force_refresh calls a stable-mode app may make per WeChat day.
     /// WeChat allows 20; keeping half leaves room for a human in an emergency.
     pub force_refresh_daily_budget: u32,
@@ -162,6 +165,7 @@ impl Default for KeeperSettings {
             refresh_ahead: Duration::from_secs(600),
             stable_window: Duration::from_secs(300),
             min_ttl_wait: Duration::from_secs(10),
+            ticket_idle: Duration::from_secs(6 * 3600),
             force_refresh_daily_budget: 10,
             force_refresh_min_interval: Duration::from_secs(30),
             shared: SharedSettings::default(),

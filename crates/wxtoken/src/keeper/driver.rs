@@ -100,7 +100,7 @@ async fn run(slot: Arc<Slot>, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>
         }
         let demand = slot.take_demand(served);
         if demand.is_none() {
-            let due = next_due(&slot);
+            let due = next_due(&slot, &ctx);
             if due > Instant::now() {
                 tokio::select! {
                     () = tokio::time::sleep_until(due) => {}
@@ -129,17 +129,20 @@ async fn run(slot: Arc<Slot>, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>
 }
 
 /// When the driver must next act without being asked.
-fn next_due(slot: &Slot) -> Instant {
+fn next_due(slot: &Slot, ctx: &Ctx) -> Instant {
     let now = Instant::now();
     let health = slot.health();
     if let Some(until) = health.backoff_until.filter(|until| *until > now) {
         return until;
     }
+    let now_ms = unix_now_ms();
+    if !slot.active(now_ms, ctx.settings.ticket_idle) {
+        return now + DORMANT;
+    }
     match slot.current.load().as_deref() {
-        Some(token) if slot.can_serve(token, unix_now_ms(), Duration::ZERO) => {
+        Some(token) if slot.can_serve(token, now_ms, Duration::ZERO) => {
             health.refresh_at.unwrap_or(now)
         }
-        _ if slot.lazy() && !health.wanted => now + DORMANT,
         _ => now,
     }
 }
@@ -205,8 +208,11 @@ fn plan(slot: &Slot, ctx: &Ctx, demand: Option<&Demand>) -> Plan {
     if backing_off {
         return Plan::Idle;
     }
+    if !slot.active(now_ms, ctx.settings.ticket_idle) {
+        // Nobody asked for it lately: let it expire; the next request fetches it.
+        return Plan::Idle;
+    }
     match usable {
-        None if slot.lazy() && !health.wanted => Plan::Idle,
         None => Plan::Fetch { invalidating: None },
         Some(_) if health.refresh_at.is_none_or(|at| at <= now) => {
             Plan::Fetch { invalidating: None }

@@ -25,7 +25,7 @@ use crate::config::{AppSettings, KeeperSettings};
 use crate::credential::{
     CredentialKey, CredentialKind, TicketType, Token, unix_now_ms, wechat_day,
 };
-use crate::store::{Store, StoreError};
+use crate::store::{DEAD_VALUE_GRACE_MS, Pruned, Store, StoreError, USAGE_KEEP_DAYS};
 use crate::wechat::{API_NAMES, ErrorClass, TokenApi, UpstreamError};
 use budget::TicketBudget;
 use slot::{Health, Slot};
@@ -117,6 +117,36 @@ impl TokenReader {
         let guard = self.0.current.load();
         let token = guard.as_deref()?;
         self.0.can_serve(token, now_ms, min_left).then(|| f(token))
+    }
+}
+
+/// Drops usage counters older than [`USAGE_KEEP_DAYS`] and stored values of removed
+/// apps or long expired; a failure is logged and left for the next day.
+async fn prune(store: &dyn Store, apps: &[String]) {
+    let now_ms = unix_now_ms();
+    let oldest_day = wechat_day(now_ms.saturating_sub(USAGE_KEEP_DAYS * 86_400_000));
+    let expired_before = now_ms.saturating_sub(DEAD_VALUE_GRACE_MS);
+    match store.prune(oldest_day, apps.to_vec(), expired_before).await {
+        Ok(pruned) if pruned != Pruned::default() => info!(
+            usage_rows = pruned.usage_rows,
+            credentials = pruned.credentials,
+            "pruned the store"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not prune the store"),
+    }
+}
+
+async fn prune_daily(
+    store: Arc<dyn Store>,
+    apps: Vec<String>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(86_400)) => prune(store.as_ref(), &apps).await,
+            _ = shutdown.changed() => return,
+        }
     }
 }
 
@@ -255,6 +285,8 @@ impl Keeper {
         }
 
         let (shutdown, _) = watch::channel(false);
+        let apps_now: Vec<String> = apps.iter().map(|a| a.id.clone()).collect();
+        prune(ctx.store.as_ref(), &apps_now).await;
         let mut drivers: Vec<JoinHandle<()>> = all
             .iter()
             .map(|slot| {
@@ -265,6 +297,11 @@ impl Keeper {
                 ))
             })
             .collect();
+        drivers.push(tokio::spawn(prune_daily(
+            ctx.store.clone(),
+            apps_now,
+            shutdown.subscribe(),
+        )));
         if let Some(coordination) = ctx.store.coordination() {
             let updates = coordination.updates();
             info!(owner = %ctx.owner, "sharing the store with other instances");

@@ -9,7 +9,7 @@
 //! wake-up can be lost.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -130,6 +130,9 @@ pub(crate) struct Slot {
     /// dies): nothing better can be had before it dies, so it is served to its end and
     /// the next fetch waits for its death. Cleared when a new value is installed.
     pub to_death: AtomicBool,
+    /// Unix ms of the last time a caller asked for this credential (0: not since
+    /// start): a lazy one nobody asked for in `keeper.ticket_idle` is not refreshed.
+    pub last_asked_ms: AtomicU64,
     /// The value `current` replaced, kept while WeChat may still accept it (the
     /// overlap after a renewal), so the gateway recognises a token an SDK still holds.
     pub previous: ArcSwapOption<Token>,
@@ -155,6 +158,7 @@ impl Slot {
             current: ArcSwapOption::new(stored.map(Arc::new)),
             previous: ArcSwapOption::empty(),
             to_death: AtomicBool::new(false),
+            last_asked_ms: AtomicU64::new(0),
             demand: Mutex::new(Demand::default()),
             wake: Notify::new(),
             outcome: watch::Sender::new(Outcome::default()),
@@ -174,6 +178,16 @@ impl Slot {
     /// scarce, so they are fetched once somebody needs one and kept fresh from then on.
     pub fn lazy(&self) -> bool {
         matches!(self.key.kind, CredentialKind::Ticket(_))
+    }
+
+    /// Whether the driver keeps this credential fresh: always for tokens; for a lazy
+    /// one, while somebody asked for it within `idle`.
+    pub fn active(&self, now_ms: u64, idle: Duration) -> bool {
+        if !self.lazy() {
+            return true;
+        }
+        let asked = self.last_asked_ms.load(Ordering::Relaxed);
+        asked != 0 && now_ms.saturating_sub(asked) < idle.as_millis() as u64
     }
 
     pub fn health(&self) -> MutexGuard<'_, Health> {
@@ -307,6 +321,9 @@ impl Slot {
         settings: &KeeperSettings,
     ) -> Result<Arc<Token>, KeeperError> {
         let min_left = min_ttl.unwrap_or(Duration::ZERO);
+        if self.lazy() {
+            self.last_asked_ms.store(unix_now_ms(), Ordering::Relaxed);
+        }
         if let Some(token) = self.serveable(min_left) {
             return Ok(token);
         }

@@ -43,6 +43,21 @@ impl From<::redis::RedisError> for StoreError {
     }
 }
 
+/// Per-day upstream call counters are kept this many days (SQLite prunes older rows at
+/// start and daily; Redis lets them expire), enough for a quarter's look back.
+pub const USAGE_KEEP_DAYS: u64 = 90;
+
+/// A stored value whose app is no longer configured, or that expired this long ago, is
+/// deleted when the store is pruned.
+pub const DEAD_VALUE_GRACE_MS: u64 = 86_400_000;
+
+/// What one prune removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub usage_rows: u64,
+    pub credentials: u64,
+}
+
 /// One per-day counter row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRow {
@@ -72,6 +87,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// One app's counters of one WeChat day.
     fn usage(&self, day: String, app: String) -> BoxFuture<'_, Result<Vec<UsageRow>, StoreError>>;
+
+    /// Deletes usage counters of days before `oldest_day` (YYYY-MM-DD), and stored values
+    /// of apps not in `apps` or expired before `expired_before_ms`. Stores whose data
+    /// expires by itself (Redis) do nothing.
+    fn prune(
+        &self,
+        oldest_day: String,
+        apps: Vec<String>,
+        expired_before_ms: u64,
+    ) -> BoxFuture<'_, Result<Pruned, StoreError>> {
+        let _ = (oldest_day, apps, expired_before_ms);
+        Box::pin(async { Ok(Pruned::default()) })
+    }
 
     /// Whether the store answers (readiness).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;

@@ -27,7 +27,7 @@ use crate::credential::{CredentialKey, CredentialKind, Token};
 /// The pub/sub channel new generations are announced on (not a key: no slot).
 pub const UPDATES_CHANNEL: &str = "wxtoken:updates";
 /// Per-day usage counters are kept this long, for status and for a look back.
-const USAGE_TTL_SECS: i64 = 3 * 86_400;
+const USAGE_TTL_SECS: i64 = super::USAGE_KEEP_DAYS as i64 * 86_400;
 /// A stored value is dropped this long after it expires (removed apps clean themselves).
 const VALUE_GRACE_MS: u64 = 86_400_000;
 /// The subscriber retries a lost connection after this, doubling up to `RESUBSCRIBE_MAX`.

@@ -11,7 +11,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Store, StoreError, UsageRow};
+use super::{Pruned, Store, StoreError, UsageRow};
 use crate::credential::{CredentialKey, Token};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -180,6 +180,31 @@ impl Store for SqliteStore {
         })
     }
 
+    fn prune(
+        &self,
+        oldest_day: String,
+        apps: Vec<String>,
+        expired_before_ms: u64,
+    ) -> BoxFuture<'_, Result<Pruned, StoreError>> {
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            let usage_rows = tx.execute("DELETE FROM usage WHERE day < ?1", [&oldest_day])?;
+            // The configured apps, as a JSON array (one bound parameter, any length).
+            let apps =
+                serde_json::to_string(&apps).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let credentials = tx.execute(
+                "DELETE FROM credentials
+                 WHERE app NOT IN (SELECT value FROM json_each(?1)) OR expires_at_ms < ?2",
+                params![apps, expired_before_ms as i64],
+            )?;
+            tx.commit()?;
+            Ok(Pruned {
+                usage_rows: usage_rows as u64,
+                credentials: credentials as u64,
+            })
+        })
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         self.run(|conn| {
             conn.query_row("SELECT 1", [], |_| Ok(()))
@@ -231,6 +256,56 @@ mod tests {
             .expect("save");
         assert!(renewed, "the same value may be written again (a renewal)");
         assert_eq!(store.load(key).await.expect("load"), Some(token("new", 2)));
+    }
+
+    #[tokio::test]
+    async fn prune_drops_old_usage_and_dead_credentials_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("t.db")).expect("open");
+        for day in ["2026-08-29", "2026-08-30", "2026-11-28"] {
+            store
+                .add_usage(day.into(), "shop".into(), "token", 1)
+                .await
+                .expect("usage");
+        }
+        let live = |v: &str| Token {
+            expires_at_ms: 10_000_000,
+            ..token(v, 1)
+        };
+        let shop = CredentialKey::access_token("shop");
+        let gone = CredentialKey::access_token("removed-app");
+        let stale = CredentialKey::ticket("shop", crate::credential::TicketType::WxCard);
+        store.save(shop.clone(), live("a")).await.expect("save");
+        store.save(gone.clone(), live("b")).await.expect("save");
+        store
+            .save(stale.clone(), token("c", 1))
+            .await
+            .expect("save");
+
+        let pruned = store
+            .prune("2026-08-30".into(), vec!["shop".into()], 5_000_000)
+            .await
+            .expect("prune");
+        assert_eq!(
+            pruned,
+            Pruned {
+                usage_rows: 1,
+                credentials: 2
+            }
+        );
+        assert!(store.load(shop).await.expect("load").is_some());
+        assert!(store.load(gone).await.expect("load").is_none());
+        assert!(store.load(stale).await.expect("load").is_none());
+        let kept = store
+            .usage("2026-08-30".into(), "shop".into())
+            .await
+            .expect("usage");
+        assert_eq!(kept.len(), 1);
+        let dropped = store
+            .usage("2026-08-29".into(), "shop".into())
+            .await
+            .expect("usage");
+        assert!(dropped.is_empty());
     }
 
     #[tokio::test]

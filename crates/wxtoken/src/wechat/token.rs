@@ -124,9 +124,18 @@ impl WechatClient {
             ),
         };
         // URLs carry secrets and tokens: strip them from every error.
-        let response = call.send().await.map_err(network_error)?;
+        let mut response = call.send().await.map_err(network_error)?;
         let status = response.status();
-        let body = response.bytes().await.map_err(network_error)?;
+        // Read no more than a token answer can be: a huge or endless body stops here.
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(network_error)? {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(UpstreamError::transient(format!(
+                    "WeChat's answer was over {MAX_BODY_BYTES} bytes: not a token answer"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
         if status.is_server_error() {
             return Err(UpstreamError::transient(format!(
                 "WeChat answered HTTP {status}"
@@ -147,11 +156,6 @@ impl WechatClient {
                 message: format!("WeChat answered HTTP {status}; is upstream.api_base right?"),
                 rid: None,
             });
-        }
-        if body.len() > MAX_BODY_BYTES {
-            return Err(UpstreamError::transient(
-                "WeChat's answer was too large to be a token",
-            ));
         }
         parse_body(&body, classify)
     }

@@ -226,3 +226,29 @@ async fn bad_ticket_requests_are_400_naming_what_is_allowed() {
     assert_eq!((status, code(&body)), (400, "bad_request"), "{body}");
     assert_eq!(app.stats().ticket_calls, 0, "no bad request reached WeChat");
 }
+
+/// Ticket calls are scarce: a ticket nobody asks for is left to expire, after a restart
+/// too, and fetched again on the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_nobody_asks_for_is_not_refreshed_even_after_a_restart() {
+    let mut app = spawn_app_with(Options {
+        ticket_expires_in: 3,
+        keeper: "ticket_idle_secs = 1",
+        ..Options::default()
+    })
+    .await;
+    let (status, body) = app.get("/v1/apps/shop/ticket/jsapi", Some(KEY)).await;
+    assert_eq!(status, 200, "{body}");
+    app.restart().await;
+    // The stored ticket comes back without a call; left alone past its refresh time
+    // (1.5 s before its expiry) and its expiry, it is not fetched again.
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    assert_eq!(
+        app.stats().ticket_calls,
+        1,
+        "no refresh for a ticket nobody wants"
+    );
+    let (status, body) = app.get("/v1/apps/shop/ticket/jsapi", Some(KEY)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(app.stats().ticket_calls, 2, "fetched again when asked for");
+}
