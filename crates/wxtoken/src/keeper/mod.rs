@@ -160,6 +160,8 @@ pub(crate) struct Ctx {
     pub owner: String,
     /// WeCom's hourly ticket limits, counted locally so we never hit them.
     pub ticket_budget: TicketBudget,
+    /// Whether the shared store has been failing long enough to be taken for down.
+    pub store_health: shared::StoreHealth,
 }
 
 /// One app's credentials.
@@ -232,6 +234,7 @@ impl Keeper {
             settings,
             owner: hex::encode(owner),
             ticket_budget: TicketBudget::default(),
+            store_health: shared::StoreHealth::default(),
         });
 
         let mut built = HashMap::new();

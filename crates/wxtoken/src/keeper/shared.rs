@@ -28,6 +28,32 @@ use crate::config::TokenMode;
 use crate::credential::{CredentialKind, Token, unix_now_ms};
 use crate::store::{Coordination, StoreError, Update};
 
+/// The store is taken for down (and credentials that may be refreshed alone are) only
+/// once lease calls have failed without a break for a lease lifetime, and never sooner
+/// than this: a slow store is not a down one, and any lease another instance held
+/// before the failures began has expired by then.
+const MIN_DOWN_WINDOW: Duration = Duration::from_secs(1);
+
+/// Consecutive failures of the lease calls, to tell a slow store from a down one.
+#[derive(Debug, Default)]
+pub(crate) struct StoreHealth {
+    /// When the current run of failures began; `None` after an answer.
+    failing_since: std::sync::Mutex<Option<Instant>>,
+}
+
+impl StoreHealth {
+    /// Records a failure; returns how long the store has been failing without a break.
+    pub fn failed(&self, now: Instant) -> Duration {
+        let mut since = self.failing_since.lock().unwrap_or_else(|p| p.into_inner());
+        now.saturating_duration_since(*since.get_or_insert(now))
+    }
+
+    /// The store answered: the run of failures is over.
+    pub fn answered(&self) {
+        *self.failing_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
 /// The lease is renewed this many times per TTL while a fetch runs.
 const RENEWALS_PER_TTL: u32 = 3;
 
@@ -65,16 +91,30 @@ pub(super) async fn refresh(
     for _ in 0..MAX_WAITS {
         match coordination.acquire_lease(&slot.key, &ctx.owner, ttl).await {
             Ok(true) => {
+                ctx.store_health.answered();
                 return refresh_leased(slot, ctx, coordination, before.as_deref(), invalidating)
                     .await;
             }
             Ok(false) => {
+                ctx.store_health.answered();
                 if wait_for_other(slot, ctx, before.as_deref(), invalidating.as_deref(), ttl).await
                 {
                     return Ok(());
                 }
             }
-            Err(error) => return refresh_while_down(slot, ctx, invalidating, &error).await,
+            Err(error) => {
+                let since = ctx.store_health.failed(Instant::now());
+                if since < ttl.max(MIN_DOWN_WINDOW) {
+                    // Slow is not down: another instance may hold the lease (or our SET
+                    // may even have landed). Try again after the backoff.
+                    return Err(Arc::new(Failure::Unavailable(format!(
+                        "the store did not answer ({error}); not refreshing alone before it \
+                         has failed for {}s",
+                        ttl.max(MIN_DOWN_WINDOW).as_secs_f32()
+                    ))));
+                }
+                return refresh_while_down(slot, ctx, invalidating, &error).await;
+            }
         }
     }
     Err(Arc::new(Failure::Unavailable(format!(

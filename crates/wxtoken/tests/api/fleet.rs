@@ -142,6 +142,20 @@ impl Fleet {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// A token from instance `i` once it has one: with the store down, an instance
+    /// refreshes alone only after the store has failed for a lease lifetime.
+    async fn token_within(&self, i: usize, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (status, body) = self.get(i, "/v1/apps/shop/access_token").await;
+            if status == 200 {
+                return body["access_token"].as_str().expect("token").to_owned();
+            }
+            assert!(Instant::now() < deadline, "instance {i}: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn token(&self, i: usize) -> String {
         let (status, body) = self.get(i, "/v1/apps/shop/access_token").await;
         assert_eq!(status, 200, "instance {i}: {body}");
@@ -419,7 +433,7 @@ async fn outlive_the_first_token_without_redis(
 async fn with_redis_down_a_stable_mode_instance_refreshes_alone() {
     let keeper = "[keeper]\nstable_window_secs = 1\n";
     let (fleet, first) = outlive_the_first_token_without_redis("stable", "", keeper).await;
-    let now = fleet.token(0).await;
+    let now = fleet.token_within(0, Duration::from_secs(5)).await;
     assert_ne!(now, first, "the token was renewed while Redis was down");
     assert_eq!(fleet.emulator.emulator.check_token(&now), TokenCheck::Valid);
 }
@@ -447,7 +461,7 @@ async fn with_redis_down_a_classic_mode_instance_does_not_refresh_alone() {
 async fn with_redis_down_classic_mode_refreshes_alone_when_configured_to() {
     let store = "classic_refresh_when_down = true";
     let (fleet, first) = outlive_the_first_token_without_redis("classic", store, "").await;
-    let now = fleet.token(0).await;
+    let now = fleet.token_within(0, Duration::from_secs(5)).await;
     assert_ne!(now, first);
     assert_eq!(fleet.emulator.emulator.check_token(&now), TokenCheck::Valid);
 }
@@ -659,5 +673,54 @@ async fn a_fleet_shares_one_daily_force_refresh_budget() {
             .app(APPID)
             .force_refresh_calls,
         1
+    );
+}
+
+/// A store that answers slowly is not a store that is down: while another instance may
+/// hold the lease, no instance fetches alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_store_is_not_taken_for_down_and_nobody_fetches_alone() {
+    let redis = RedisServer::start().await;
+    let fleet = spawn_fleet(1, "stable", &redis, Duration::ZERO).await;
+    let token = fleet.token(0).await;
+    let before = fleet.calls();
+
+    // Another instance holds the lease, and then Redis stalls for longer than an
+    // operation may take (300 ms).
+    let mut conn = redis.connection().await;
+    let _: () = redis::cmd("SET")
+        .arg("wxtoken:{shop}:access_token:lease")
+        .arg("another-instance")
+        .arg("PX")
+        .arg(30_000)
+        .query_async(&mut conn)
+        .await
+        .expect("set lease");
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(800)
+        .arg("ALL")
+        .query_async(&mut conn)
+        .await
+        .expect("pause");
+
+    let response = fleet
+        .http
+        .post(format!(
+            "{}/v1/apps/shop/access_token/invalidate",
+            fleet.instances[0].base
+        ))
+        .bearer_auth(KEY)
+        .json(&serde_json::json!({ "access_token": token }))
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, 503, "no value without the lease: {body}");
+    assert_eq!(
+        fleet.calls(),
+        before,
+        "no fetch alone while the store is merely slow"
     );
 }
