@@ -4,8 +4,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use super::Failure;
+use super::{Ctx, Failure};
 use crate::config::AppSettings;
 use crate::credential::unix_now_ms;
 use crate::wechat::{ErrorClass, UpstreamError};
@@ -16,6 +17,18 @@ pub const CORP_TICKETS_PER_HOUR: usize = 400;
 pub const APP_TICKETS_PER_HOUR: usize = 100;
 const HOUR_MS: u64 = 3_600_000;
 
+fn used_up(limit: usize, what: &str, whose: &str) -> Arc<Failure> {
+    Arc::new(Failure::Upstream(UpstreamError {
+        class: ErrorClass::RateLimited,
+        errcode: None,
+        message: format!(
+            "WeCom allows {limit} ticket fetches an hour per {what}; {whose} hour's are used \
+             up, so none was sent"
+        ),
+        rid: None,
+    }))
+}
+
 /// Sliding one-hour windows of fetch times, by "corp:ID" and "app:ID".
 #[derive(Debug, Default)]
 pub(crate) struct TicketBudget {
@@ -23,8 +36,40 @@ pub(crate) struct TicketBudget {
 }
 
 impl TicketBudget {
-    /// Reserves one ticket fetch for `app` (a WeCom app), or says which limit is used up.
-    pub fn take(&self, app: &AppSettings) -> Result<(), Arc<Failure>> {
+    /// Reserves one ticket fetch for `app` (a WeCom app) here and, with a shared store,
+    /// in the fleet's budgets, or says which limit is used up. A store that does not
+    /// answer leaves the local count in charge.
+    pub async fn take(&self, ctx: &Ctx, app: &AppSettings) -> Result<(), Arc<Failure>> {
+        self.take_local(app)?;
+        let Some(coordination) = ctx.store.coordination() else {
+            return Ok(());
+        };
+        let corp = format!("corp:{}", app.appid);
+        for (scope, limit, what) in [
+            (corp.as_str(), CORP_TICKETS_PER_HOUR, "corp"),
+            (app.id.as_str(), APP_TICKETS_PER_HOUR, "app"),
+        ] {
+            match coordination
+                .take_budget(
+                    scope,
+                    "tickets",
+                    limit as u64,
+                    Duration::from_millis(HOUR_MS),
+                )
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return Err(used_up(limit, what, "the fleet's")),
+                Err(e) => {
+                    tracing::debug!(error = %e, "the fleet's ticket budget could not be checked");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// This instance's own sliding windows.
+    fn take_local(&self, app: &AppSettings) -> Result<(), Arc<Failure>> {
         let now_ms = unix_now_ms();
         let corp = format!("corp:{}", app.appid);
         let own = format!("app:{}", app.id);
@@ -41,15 +86,7 @@ impl TicketBudget {
                 window.pop_front();
             }
             if window.len() >= limit {
-                return Err(Arc::new(Failure::Upstream(UpstreamError {
-                    class: ErrorClass::RateLimited,
-                    errcode: None,
-                    message: format!(
-                        "WeCom allows {limit} ticket fetches an hour per {what}; \
-                         this hour's are used up, so none was sent"
-                    ),
-                    rid: None,
-                })));
+                return Err(used_up(limit, what, "this"));
             }
         }
         for key in [corp, own] {
@@ -79,17 +116,17 @@ mod tests {
         let budget = TicketBudget::default();
         for i in 0..APP_TICKETS_PER_HOUR {
             budget
-                .take(&app("a"))
+                .take_local(&app("a"))
                 .unwrap_or_else(|_| panic!("fetch {i} is within budget"));
         }
-        let refused = budget.take(&app("a")).expect_err("101st in an hour");
+        let refused = budget.take_local(&app("a")).expect_err("101st in an hour");
         assert_eq!(refused.class(), ErrorClass::RateLimited);
         for other in ["b", "c", "d"] {
             for _ in 0..APP_TICKETS_PER_HOUR {
-                budget.take(&app(other)).expect("own budget");
+                budget.take_local(&app(other)).expect("own budget");
             }
         }
         // 400 for the corp now used: a fifth app of it gets nothing.
-        assert!(budget.take(&app("e")).is_err());
+        assert!(budget.take_local(&app("e")).is_err());
     }
 }

@@ -288,8 +288,7 @@ async fn refresh_token(
         return Ok(());
     }
     let allowed = if may_force {
-        let fleet = fleet_force_count(slot, ctx).await;
-        force_allowed(slot, ctx, fleet)
+        force_allowed(slot, ctx).await
     } else {
         Err(
             "the shared store is unreachable, and a force_refresh alone would kill the token \
@@ -324,7 +323,7 @@ async fn refresh_ticket(slot: &Slot, ctx: &Ctx, ticket: TicketType) -> Result<()
         wecom,
     };
     if wecom {
-        ctx.ticket_budget.take(&slot.app)?;
+        ctx.ticket_budget.take(ctx, &slot.app).await?;
     }
     let fetched = match call(slot, ctx, request(&token.value)).await {
         Err(failure) if failure.class() == ErrorClass::Refresh => {
@@ -338,7 +337,7 @@ async fn refresh_ticket(slot: &Slot, ctx: &Ctx, ticket: TicketType) -> Result<()
                 .await
                 .map_err(from_parent)?;
             if wecom {
-                ctx.ticket_budget.take(&slot.app)?;
+                ctx.ticket_budget.take(ctx, &slot.app).await?;
             }
             call(slot, ctx, request(&token.value)).await?
         }
@@ -356,43 +355,61 @@ fn from_parent(error: KeeperError) -> Arc<Failure> {
     }
 }
 
-/// With a shared store, today's force refreshes by every instance (the counters every
-/// instance adds to), so that a fleet shares one daily budget. `None` without a shared
-/// store, or if it does not answer (then this instance's own count decides).
-async fn fleet_force_count(slot: &Slot, ctx: &Ctx) -> Option<u64> {
-    ctx.store.coordination()?;
-    let day = wechat_day(unix_now_ms());
-    let rows = ctx.store.usage(day, slot.key.app.clone()).await.ok()?;
-    Some(
-        rows.iter()
-            .filter(|r| r.api == "stable_token_force")
-            .map(|r| r.calls)
-            .sum(),
-    )
-}
-
-fn force_allowed(slot: &Slot, ctx: &Ctx, fleet_used: Option<u64>) -> Result<(), String> {
+/// Whether a force_refresh may be sent now: WeChat ignores them less than
+/// `force_refresh_min_interval` apart, and we keep to `force_refresh_daily_budget` a
+/// day. With a shared store both are fleet-wide, counted atomically in the store (so
+/// two instances cannot both pass), besides this instance's own count.
+async fn force_allowed(slot: &Slot, ctx: &Ctx) -> Result<(), String> {
     let now_ms = unix_now_ms();
-    let health = slot.health();
     let interval = ctx.settings.force_refresh_min_interval;
-    if let Some(last) = health.last_force_ms {
-        let since = Duration::from_millis(now_ms.saturating_sub(last));
-        if since < interval {
-            return Err(format!(
-                "the last force_refresh was {}s ago; WeChat ignores them less than {}s apart",
-                since.as_secs(),
-                interval.as_secs()
-            ));
+    let budget = ctx.settings.force_refresh_daily_budget;
+    let spaced_out = |since: Duration| {
+        format!(
+            "the last force_refresh was {}s ago; WeChat ignores them less than {}s apart",
+            since.as_secs(),
+            interval.as_secs()
+        )
+    };
+    let used_up = || format!("the daily force_refresh budget ({budget}) is used up");
+    {
+        let health = slot.health();
+        if let Some(last) = health.last_force_ms {
+            let since = Duration::from_millis(now_ms.saturating_sub(last));
+            if since < interval {
+                return Err(spaced_out(since));
+            }
+        }
+        if health.calls_today("stable_token_force", now_ms) >= u64::from(budget) {
+            return Err(used_up());
         }
     }
-    let budget = ctx.settings.force_refresh_daily_budget;
-    let used = health
-        .calls_today("stable_token_force", now_ms)
-        .max(fleet_used.unwrap_or(0));
-    if used >= u64::from(budget) {
+    let Some(coordination) = ctx.store.coordination() else {
+        return Ok(());
+    };
+    let app = &slot.key.app;
+    let refused = |e: crate::store::StoreError| {
+        format!("the fleet's force_refresh budget could not be checked ({e})")
+    };
+    if !interval.is_zero()
+        && !coordination
+            .take_budget(app, "force_spacing", 1, interval)
+            .await
+            .map_err(refused)?
+    {
         return Err(format!(
-            "the daily force_refresh budget ({budget}) is used up"
+            "another instance sent a force_refresh less than {}s ago",
+            interval.as_secs()
         ));
+    }
+    let day = format!("force:{}", wechat_day(now_ms));
+    // The key is per WeChat day; the window only has to outlast the day.
+    let day_window = Duration::from_secs(2 * 86_400);
+    if !coordination
+        .take_budget(app, &day, u64::from(budget), day_window)
+        .await
+        .map_err(refused)?
+    {
+        return Err(used_up());
     }
     Ok(())
 }

@@ -151,4 +151,16 @@ pub trait Coordination: Send + Sync {
 
     /// Announcements of stored values, from every instance.
     fn updates(&self) -> broadcast::Receiver<Update>;
+
+    /// Takes one use of a budget the whole fleet shares: at most `limit` uses in any
+    /// `window` (sliding), counted atomically in the store. `scope` is the app (or
+    /// `corp:ID`) the budget belongs to, `name` says which budget. Returns whether the
+    /// use was within the budget (and so counted).
+    fn take_budget<'a>(
+        &'a self,
+        scope: &'a str,
+        name: &'a str,
+        limit: u64,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
 }

@@ -68,6 +68,20 @@ end
 return 0
 "#;
 
+/// A sliding-window budget on one sorted set: drops uses older than the window, refuses
+/// if `limit` remain, else records this use (a unique member at time `now`).
+const BUDGET_LUA: &str = r#"
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('PEXPIRE', KEYS[1], window)
+return 1
+"#;
+
 /// How to reach Redis.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
@@ -88,6 +102,7 @@ pub struct RedisStore {
     save: Script,
     renew: Script,
     release: Script,
+    budget: Script,
     /// The pub/sub task; stopped when the store is dropped.
     subscriber: JoinHandle<()>,
 }
@@ -108,6 +123,11 @@ impl Drop for RedisStore {
 
 fn value_key(key: &CredentialKey) -> String {
     format!("wxtoken:{{{}}}:{}", key.app, key.kind.as_str())
+}
+
+/// A fleet-wide budget of `scope` (an app id, or `corp:ID`): its own hash tag.
+fn budget_key(scope: &str, name: &str) -> String {
+    format!("wxtoken:{{{scope}}}:budget:{name}")
 }
 
 fn lease_key(key: &CredentialKey) -> String {
@@ -159,6 +179,7 @@ impl RedisStore {
             save: Script::new(SAVE_LUA),
             renew: Script::new(RENEW_LUA),
             release: Script::new(RELEASE_LUA),
+            budget: Script::new(BUDGET_LUA),
             subscriber: tokio::spawn(subscribe(client, updates)),
         };
         store.ping_now().await?;
@@ -445,6 +466,29 @@ impl Coordination for RedisStore {
     fn updates(&self) -> broadcast::Receiver<Update> {
         self.updates.subscribe()
     }
+
+    fn take_budget<'a>(
+        &'a self,
+        scope: &'a str,
+        name: &'a str,
+        limit: u64,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let mut conn = self.conn.clone();
+        async move {
+            let mut member = [0u8; 8];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut member);
+            let mut invocation = self.budget.key(budget_key(scope, name));
+            invocation
+                .arg(crate::credential::unix_now_ms())
+                .arg(window.as_millis() as u64)
+                .arg(limit)
+                .arg(hex::encode(member));
+            let taken: i64 = within(self.op_timeout, invocation.invoke_async(&mut conn)).await?;
+            Ok(taken == 1)
+        }
+        .boxed()
+    }
 }
 
 #[cfg(test)]
@@ -456,6 +500,10 @@ mod tests {
         let key = CredentialKey::access_token("shop");
         assert_eq!(value_key(&key), "wxtoken:{shop}:access_token");
         assert_eq!(lease_key(&key), "wxtoken:{shop}:access_token:lease");
+        assert_eq!(
+            budget_key("corp:ww1", "tickets"),
+            "wxtoken:{corp:ww1}:budget:tickets"
+        );
         assert_eq!(
             usage_key("shop", "2026-11-25"),
             "wxtoken:{shop}:usage:2026-11-25"

@@ -724,3 +724,121 @@ async fn a_slow_store_is_not_taken_for_down_and_nobody_fetches_alone() {
         "no fetch alone while the store is merely slow"
     );
 }
+
+/// The fleet's budgets are counted atomically in Redis: two instances together get no
+/// more than one alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_budget_counted_from_two_instances_holds() {
+    let redis = RedisServer::start().await;
+    let connect = || async {
+        RedisStore::connect(RedisOptions {
+            url: redis.url(),
+            op_timeout: Duration::from_secs(1),
+            tls_ca_pem: None,
+        })
+        .await
+        .expect("connect")
+    };
+    let (a, b) = (connect().await, connect().await);
+    let window = Duration::from_secs(60);
+    let takes = (0..10).map(|i| {
+        let store = if i % 2 == 0 { &a } else { &b };
+        async move {
+            store
+                .coordination()
+                .expect("redis")
+                .take_budget("corp:ww1", "tickets", 4, window)
+                .await
+                .expect("budget")
+        }
+    });
+    let granted = join_all(takes).await.into_iter().filter(|t| *t).count();
+    assert_eq!(granted, 4, "4 uses in the window, whoever asks");
+    // Another scope has its own budget.
+    assert!(
+        a.coordination()
+            .expect("redis")
+            .take_budget("shop", "tickets", 4, window)
+            .await
+            .expect("budget")
+    );
+    // A window passes: uses older than it no longer count.
+    let short = Duration::from_millis(200);
+    let coordination = a.coordination().expect("redis");
+    assert!(
+        coordination
+            .take_budget("x", "spacing", 1, short)
+            .await
+            .expect("b")
+    );
+    assert!(
+        !coordination
+            .take_budget("x", "spacing", 1, short)
+            .await
+            .expect("b")
+    );
+    tokio::time::sleep(short + Duration::from_millis(50)).await;
+    assert!(
+        coordination
+            .take_budget("x", "spacing", 1, short)
+            .await
+            .expect("b")
+    );
+}
+
+/// WeChat ignores force refreshes less than 30 s apart, fleet-wide: after one
+/// instance forced a refresh, another does not force again within the interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_refreshes_are_spaced_across_the_fleet() {
+    let redis = RedisServer::start().await;
+    let emulator = EmulatorConfig {
+        force_refresh_interval: Duration::ZERO,
+        ..EmulatorConfig::default()
+    };
+    let fleet = spawn_fleet_with(2, "stable", &redis, emulator, "", "").await;
+    let invalidate = |i: usize, token: String| {
+        let fleet = &fleet;
+        async move {
+            let response = fleet
+                .http
+                .post(format!(
+                    "{}/v1/apps/shop/access_token/invalidate",
+                    fleet.instances[i].base
+                ))
+                .bearer_auth(KEY)
+                .json(&serde_json::json!({ "access_token": token }))
+                .send()
+                .await
+                .expect("sent");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let first = fleet.token(0).await;
+    let (status, body) = invalidate(0, first.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let second = body["access_token"].as_str().expect("token").to_owned();
+    assert_ne!(second, first, "A forced a refresh");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while fleet.token(1).await != second {
+        assert!(Instant::now() < deadline, "B never adopted A's token");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (status, body) = invalidate(1, second).await;
+    assert_eq!(status, 503, "{body}");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(message.contains("less than 30s ago"), "{body}");
+    assert_eq!(
+        fleet
+            .emulator
+            .emulator
+            .stats()
+            .app(APPID)
+            .force_refresh_calls,
+        1,
+        "one force_refresh in 30 s, fleet-wide"
+    );
+}
