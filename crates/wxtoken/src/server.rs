@@ -101,6 +101,8 @@ impl Server {
             StoreSettings::Sqlite { path } => Arc::new(SqliteStore::open(path)?),
             StoreSettings::Redis {
                 url,
+                cluster,
+                seeds,
                 op_timeout,
                 tls_ca_file,
             } => {
@@ -116,6 +118,8 @@ impl Server {
                 Arc::new(
                     RedisStore::connect(RedisOptions {
                         url: url.clone(),
+                        cluster: *cluster,
+                        seeds: seeds.clone(),
                         op_timeout: *op_timeout,
                         tls_ca_pem,
                     })

@@ -50,6 +50,7 @@ struct RawStore {
     reconcile_secs: Option<u64>,
     classic_refresh_when_down: Option<bool>,
     tls_ca_file: Option<String>,
+    cluster: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -201,6 +202,9 @@ fn store_settings(
     expand: &dyn Fn(&str, &str) -> Result<String, ConfigError>,
 ) -> Result<StoreSettings, ConfigError> {
     let store = match raw.kind.as_deref().unwrap_or("sqlite") {
+        "sqlite" if raw.cluster.is_some() => {
+            return Err(invalid("store.cluster", "applies only to kind = \"redis\""));
+        }
         "sqlite" => {
             let path = raw.path.as_deref().unwrap_or("wxtoken.db");
             let path = expand("store.path", path)?;
@@ -215,10 +219,31 @@ fn store_settings(
                 .as_deref()
                 .ok_or_else(|| invalid("store.url", "is required when kind = \"redis\""))?;
             let url = expand("store.url", url)?;
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            // Several nodes, comma-separated, are seeds of a cluster.
+            let mut nodes: Vec<String> = url.split(',').map(|u| u.trim().to_owned()).collect();
+            for node in &nodes {
+                if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
+                    return Err(invalid(
+                        "store.url",
+                        format!("`{node}` must start with redis:// or rediss://"),
+                    ));
+                }
+            }
+            let cluster = match raw.cluster {
+                Some(false) if nodes.len() > 1 => {
+                    return Err(invalid(
+                        "store.url",
+                        "lists several nodes, which only a cluster (store.cluster = true) has",
+                    ));
+                }
+                Some(cluster) => cluster,
+                None => nodes.len() > 1,
+            };
+            let url = nodes.remove(0);
+            if cluster && raw.tls_ca_file.is_some() {
                 return Err(invalid(
-                    "store.url",
-                    "must start with redis:// or rediss://",
+                    "store.tls_ca_file",
+                    "is not supported with a Redis Cluster yet (rediss:// with public roots is)",
                 ));
             }
             let tls_ca_file = match raw.tls_ca_file.as_deref() {
@@ -233,6 +258,8 @@ fn store_settings(
             };
             StoreSettings::Redis {
                 url,
+                cluster,
+                seeds: nodes,
                 tls_ca_file,
                 op_timeout: positive_ms(
                     "store.op_timeout_ms",

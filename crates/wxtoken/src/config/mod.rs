@@ -63,7 +63,12 @@ pub enum StoreSettings {
     Sqlite { path: PathBuf },
     /// Several instances sharing one Redis.
     Redis {
+        /// The (first) node's URL.
         url: String,
+        /// A Redis Cluster (`store.cluster = true`, or several nodes in `store.url`).
+        cluster: bool,
+        /// Further seed nodes of a cluster.
+        seeds: Vec<String>,
         /// Every Redis operation gives up after this (the keeper serves from memory).
         op_timeout: Duration,
         /// PEM file of the CA that signed a `rediss://` server's certificate, when it is

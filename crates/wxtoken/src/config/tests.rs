@@ -96,3 +96,54 @@ fn bad_values_name_their_key() {
     assert!(err(&format!("[store]\nkind = \"mysql\"\n{MINIMAL}")).contains("store.kind"));
     assert!(err(&MINIMAL.replace("wxt_dev_only_plaintext", "short")).contains("clients[0].key"));
 }
+
+#[test]
+fn a_redis_cluster_is_named_or_implied_by_several_nodes() {
+    let store = |body: &str| format!("[store]\nkind = \"redis\"\n{body}\n{MINIMAL}");
+    let parsed = |body: &str| match Settings::from_toml_with_env(&store(body), &no_env)
+        .expect("valid")
+        .store
+    {
+        StoreSettings::Redis {
+            url,
+            cluster,
+            seeds,
+            ..
+        } => (url, cluster, seeds),
+        other => panic!("not redis: {other:?}"),
+    };
+    let (url, cluster, seeds) = parsed("url = \"redis://10.0.0.1:6379\"");
+    assert_eq!(
+        (url.as_str(), cluster, seeds.len()),
+        ("redis://10.0.0.1:6379", false, 0)
+    );
+    let (_, cluster, _) = parsed("url = \"redis://10.0.0.1:6379\"\ncluster = true");
+    assert!(cluster);
+    let (url, cluster, seeds) = parsed("url = \"redis://a:1, redis://b:2\"");
+    assert_eq!((url.as_str(), cluster), ("redis://a:1", true));
+    assert_eq!(seeds, ["redis://b:2"]);
+    assert!(
+        err(&store("url = \"redis://a:1,redis://b:2\"\ncluster = false")).contains("store.url")
+    );
+    assert!(err(&store("url = \"redis://a:1,http://b:2\"")).contains("store.url"));
+    assert!(err(&format!("[store]\ncluster = true\n{MINIMAL}")).contains("store.cluster"));
+}
+
+#[test]
+fn gateway_limits_have_defaults_and_bounds() {
+    let s = Settings::from_toml_with_env(MINIMAL, &no_env).expect("valid");
+    assert_eq!(s.gateway.max_body_bytes, 20 * 1024 * 1024);
+    assert_eq!(s.gateway.retry_body_bytes, 1024 * 1024);
+    let gateway = |body: &str| format!("[gateway]\n{body}\n{MINIMAL}");
+    assert!(err(&gateway("max_body_bytes = 0")).contains("gateway.max_body_bytes"));
+    assert!(
+        err(&gateway("max_body_bytes = 10\nretry_body_bytes = 11"))
+            .contains("gateway.retry_body_bytes")
+    );
+    let small =
+        Settings::from_toml_with_env(&gateway("max_body_bytes = 1000"), &no_env).expect("valid");
+    assert_eq!(
+        small.gateway.retry_body_bytes, 1000,
+        "never above the maximum"
+    );
+}

@@ -15,8 +15,10 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Script};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, Script, Value};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -82,20 +84,67 @@ redis.call('PEXPIRE', KEYS[1], window)
 return 1
 "#;
 
+/// Adds to one usage counter and keeps it `USAGE_TTL_SECS` (one key: one slot).
+const USAGE_LUA: &str = r#"
+redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"#;
+
 /// How to reach Redis.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
     /// `redis://` or `rediss://` (TLS, rustls with the webpki roots).
     pub url: String,
+    /// A Redis Cluster: `url` is one seed node, `seeds` any others.
+    pub cluster: bool,
+    /// More seed nodes of a cluster (from a comma-separated `store.url`).
+    pub seeds: Vec<String>,
     /// Every operation gives up after this; the keeper then serves from memory.
     pub op_timeout: Duration,
     /// A private CA (PEM) to trust for `rediss://`, besides the public roots.
     pub tls_ca_pem: Option<Vec<u8>>,
 }
 
+/// One connection to a single Redis, or to a whole Redis Cluster (commands routed by
+/// their key's slot, following failovers).
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// A Redis-backed store shared by several instances.
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     op_timeout: Duration,
     updates: broadcast::Sender<Update>,
     warnings: Vec<String>,
@@ -103,6 +152,7 @@ pub struct RedisStore {
     renew: Script,
     release: Script,
     budget: Script,
+    usage: Script,
     /// The pub/sub task; stopped when the store is dropped.
     subscriber: JoinHandle<()>,
 }
@@ -142,6 +192,9 @@ impl RedisStore {
     /// Connects (Redis must answer at start), checks its persistence settings and starts
     /// listening for announcements.
     pub async fn connect(options: RedisOptions) -> Result<Self, StoreError> {
+        if options.cluster {
+            return Self::connect_cluster(options).await;
+        }
         let client = match options.tls_ca_pem {
             Some(pem) => redis::Client::build_with_tls(
                 options.url.as_str(),
@@ -170,17 +223,86 @@ impl RedisStore {
             }
             Err(e) => return Err(e),
         };
+        Self::finish(Conn::Single(conn), vec![client], options.op_timeout).await
+    }
+
+    /// A Redis Cluster: commands go to the node that owns their key's slot (every key of
+    /// an app shares one), and announcements are heard on any one node, since a
+    /// cluster passes every PUBLISH to all its nodes.
+    async fn connect_cluster(options: RedisOptions) -> Result<Self, StoreError> {
+        let mut seeds: Vec<String> = std::iter::once(options.url.clone())
+            .chain(options.seeds.iter().cloned())
+            .collect();
+        let build = |seeds: &[String]| {
+            ClusterClient::builder(seeds.to_vec())
+                .connection_timeout(options.op_timeout)
+                .response_timeout(options.op_timeout)
+                .retries(2)
+                .build()
+        };
+        let mut conn = within(
+            options.op_timeout * 3,
+            build(&seeds)?.get_async_connection(),
+        )
+        .await?;
+        // The client reconnects from its seed nodes when it has lost them all (as in a
+        // failover): seed it with every node the cluster has, not just the one given.
+        let scheme = if options.url.starts_with("rediss://") {
+            "rediss"
+        } else {
+            "redis"
+        };
+        if let Ok(listing) = within(
+            options.op_timeout,
+            redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query_async::<String>(&mut conn),
+        )
+        .await
+        {
+            for addr in parse_cluster_nodes(&listing) {
+                let url = format!("{scheme}://{addr}");
+                if !seeds.contains(&url) {
+                    seeds.push(url);
+                }
+            }
+            conn = within(
+                options.op_timeout * 3,
+                build(&seeds)?.get_async_connection(),
+            )
+            .await?;
+        }
+        info!(nodes = seeds.len(), "connected to the Redis Cluster");
+        let listeners = seeds
+            .iter()
+            .map(|url| redis::Client::open(url.as_str()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::finish(Conn::Cluster(conn), listeners, options.op_timeout).await
+    }
+
+    /// Checks that Redis answers, reads its persistence settings and starts listening
+    /// for announcements on the first of `listeners` that answers.
+    async fn finish(
+        conn: Conn,
+        listeners: Vec<redis::Client>,
+        op_timeout: Duration,
+    ) -> Result<Self, StoreError> {
         let (updates, _) = broadcast::channel(1024);
         let mut store = Self {
-            conn,
-            op_timeout: options.op_timeout,
+            conn: conn.clone(),
+            op_timeout,
             updates: updates.clone(),
             warnings: Vec::new(),
             save: Script::new(SAVE_LUA),
             renew: Script::new(RENEW_LUA),
             release: Script::new(RELEASE_LUA),
             budget: Script::new(BUDGET_LUA),
-            subscriber: tokio::spawn(subscribe(client, updates)),
+            usage: Script::new(USAGE_LUA),
+            subscriber: tokio::spawn(subscribe(
+                listeners,
+                matches!(conn, Conn::Cluster(_)).then(|| conn.clone()),
+                updates,
+            )),
         };
         store.ping_now().await?;
         store.warnings = store.persistence_warnings().await;
@@ -253,9 +375,15 @@ async fn within<T>(
 
 /// Listens on the updates channel, reconnecting with backoff; after every (re)subscribe
 /// it asks the keeper to compare everything, since announcements may have been missed.
-async fn subscribe(client: redis::Client, updates: broadcast::Sender<Update>) {
+async fn subscribe(
+    mut listeners: Vec<redis::Client>,
+    cluster: Option<Conn>,
+    updates: broadcast::Sender<Update>,
+) {
     let mut delay = RESUBSCRIBE_MIN;
+    let mut next = 0;
     loop {
+        let client = &listeners[next % listeners.len()];
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => match pubsub.subscribe(UPDATES_CHANNEL).await {
                 Ok(()) => {
@@ -281,9 +409,48 @@ async fn subscribe(client: redis::Client, updates: broadcast::Sender<Update>) {
             },
             Err(e) => debug!(error = %e, "could not connect to Redis for updates"),
         }
+        // A cluster node that died may not come back: listen on another one, learning
+        // the cluster's current nodes once the known ones have all been tried.
+        next += 1;
+        if let (Some(conn), true) = (&cluster, next % listeners.len() == 0) {
+            if let Some(found) = cluster_nodes(conn.clone()).await {
+                listeners = found;
+                next = 0;
+            }
+        }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(RESUBSCRIBE_MAX);
     }
+}
+
+/// The nodes a cluster says are alive (`CLUSTER NODES`), as clients.
+async fn cluster_nodes(mut conn: Conn) -> Option<Vec<redis::Client>> {
+    let listing: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    let nodes: Vec<redis::Client> = parse_cluster_nodes(&listing)
+        .into_iter()
+        .filter_map(|addr| redis::Client::open(format!("redis://{addr}")).ok())
+        .collect();
+    (!nodes.is_empty()).then_some(nodes)
+}
+
+/// `ip:port` of every node `CLUSTER NODES` lists as neither failed nor without an
+/// address.
+fn parse_cluster_nodes(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let addr = fields.nth(1)?;
+            let flags = fields.next()?;
+            let addr = addr.split('@').next()?;
+            let failed = flags.split(',').any(|f| f == "fail" || f == "noaddr");
+            (!failed && !addr.starts_with(':')).then(|| addr.to_owned())
+        })
+        .collect()
 }
 
 fn announcement(key: &CredentialKey, token: &Token) -> String {
@@ -361,15 +528,11 @@ impl Store for RedisStore {
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         let mut conn = self.conn.clone();
         async move {
-            let key = usage_key(&app, &day);
-            // One key, so the transaction stays in one slot.
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .hincr(&key, api, n)
-                .ignore()
-                .expire(&key, USAGE_TTL_SECS)
-                .ignore();
-            within(self.op_timeout, pipe.query_async::<()>(&mut conn)).await
+            // One script on one key: atomic, and routable on a cluster.
+            let mut invocation = self.usage.key(usage_key(&app, &day));
+            invocation.arg(api).arg(n).arg(USAGE_TTL_SECS);
+            within(self.op_timeout, invocation.invoke_async::<i64>(&mut conn)).await?;
+            Ok(())
         }
         .boxed()
     }
@@ -507,6 +670,21 @@ mod tests {
         assert_eq!(
             usage_key("shop", "2026-11-25"),
             "wxtoken:{shop}:usage:2026-11-25"
+        );
+    }
+
+    #[test]
+    fn cluster_nodes_are_read_from_cluster_nodes() {
+        let listing = "\
+07c3 127.0.0.1:30004@40004 slave e7d1 0 1426238317239 4 connected
+67ed 127.0.0.1:30002@40002 master - 0 1426238316232 2 connected 5461-10922
+292f 127.0.0.1:30003@40003 master,fail - 0 1426238318243 3 connected 10923-16383
+e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
+9c3a :0@0 master,noaddr - 0 0 0 disconnected
+";
+        assert_eq!(
+            parse_cluster_nodes(listing),
+            ["127.0.0.1:30004", "127.0.0.1:30002", "127.0.0.1:30001"]
         );
     }
 

@@ -53,15 +53,15 @@ scopes = ["read", "invalidate"]
     )
 }
 
-struct Instance {
-    base: String,
+pub struct Instance {
+    pub base: String,
     _shutdown: oneshot::Sender<()>,
 }
 
-struct Fleet {
-    emulator: RunningEmulator,
-    instances: Vec<Instance>,
-    http: reqwest::Client,
+pub struct Fleet {
+    pub emulator: RunningEmulator,
+    pub instances: Vec<Instance>,
+    pub http: reqwest::Client,
 }
 
 async fn spawn_fleet(n: usize, mode: &str, redis: &RedisServer, latency: Duration) -> Fleet {
@@ -81,13 +81,25 @@ async fn spawn_fleet_with(
     store_extra: &str,
     extra: &str,
 ) -> Fleet {
+    spawn_fleet_on(n, mode, &redis.url(), emulator, store_extra, extra).await
+}
+
+/// As [`spawn_fleet_with`], on the Redis (or Redis Cluster) at `redis_url`.
+pub async fn spawn_fleet_on(
+    n: usize,
+    mode: &str,
+    redis_url: &str,
+    emulator: EmulatorConfig,
+    store_extra: &str,
+    extra: &str,
+) -> Fleet {
     let emulator = wechat_emulator::spawn(EmulatorConfig {
         apps: vec![AppCredentials::new(APPID, SECRET)],
         ..emulator
     })
     .await
     .expect("emulator");
-    let toml = fleet_config(mode, &emulator.base_url(), &redis.url(), 2000, store_extra) + extra;
+    let toml = fleet_config(mode, &emulator.base_url(), redis_url, 2000, store_extra) + extra;
     let settings = Settings::from_toml(&toml).expect("valid");
     // Built together, so that every instance starts cold at the same moment.
     let servers = join_all((0..n).map(|_| async {
@@ -122,7 +134,7 @@ async fn spawn_fleet_with(
 }
 
 impl Fleet {
-    fn calls(&self) -> u64 {
+    pub fn calls(&self) -> u64 {
         self.emulator
             .emulator
             .stats()
@@ -130,7 +142,7 @@ impl Fleet {
             .upstream_token_calls()
     }
 
-    async fn get(&self, i: usize, path: &str) -> (u16, Value) {
+    pub async fn get(&self, i: usize, path: &str) -> (u16, Value) {
         let response = self
             .http
             .get(format!("{}{path}", self.instances[i].base))
@@ -144,7 +156,7 @@ impl Fleet {
 
     /// A token from instance `i` once it has one: with the store down, an instance
     /// refreshes alone only after the store has failed for a lease lifetime.
-    async fn token_within(&self, i: usize, limit: Duration) -> String {
+    pub async fn token_within(&self, i: usize, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
         loop {
             let (status, body) = self.get(i, "/v1/apps/shop/access_token").await;
@@ -156,7 +168,7 @@ impl Fleet {
         }
     }
 
-    async fn token(&self, i: usize) -> String {
+    pub async fn token(&self, i: usize) -> String {
         let (status, body) = self.get(i, "/v1/apps/shop/access_token").await;
         assert_eq!(status, 200, "instance {i}: {body}");
         body["access_token"].as_str().expect("token").to_owned()
@@ -237,6 +249,8 @@ async fn a_stale_writer_cannot_overwrite_a_newer_generation() {
         url: redis.url(),
         op_timeout: Duration::from_secs(1),
         tls_ca_pem: None,
+        cluster: false,
+        seeds: Vec::new(),
     })
     .await
     .expect("connect");
@@ -577,13 +591,21 @@ async fn rediss_with_a_private_ca_serves_a_fleet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fleet_refreshing_short_tokens_fetches_once_per_period_and_never_serves_a_dead_token() {
     let redis = RedisServer::start().await;
+    short_tokens_run(&redis.url(), "").await;
+}
+
+/// Four classic-mode instances with 4 s tokens, eight clients for 8 s: one fetch per
+/// refresh period, and never a token WeChat no longer accepts.
+pub async fn short_tokens_run(redis_url: &str, store_extra: &str) -> Fleet {
     let emulator = EmulatorConfig {
         expires_in: 4,
         overlap: Duration::from_secs(1),
         ..EmulatorConfig::default()
     };
     // Classic: any extra fetch would kill the token the other instances serve.
-    let fleet = std::sync::Arc::new(spawn_fleet_with(4, "classic", &redis, emulator, "", "").await);
+    let fleet = std::sync::Arc::new(
+        spawn_fleet_on(4, "classic", redis_url, emulator, store_extra, "").await,
+    );
     fleet.token(0).await;
     let run = Duration::from_secs(8);
     let deadline = Instant::now() + run;
@@ -612,6 +634,7 @@ async fn a_fleet_refreshing_short_tokens_fetches_once_per_period_and_never_serve
     let calls = fleet.calls();
     println!("{calls} upstream calls in {run:?} (ideal {ideal})");
     assert!(calls <= ideal + 1, "{calls} upstream calls, ideal {ideal}");
+    std::sync::Arc::into_inner(fleet).expect("the clients are done")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -735,6 +758,8 @@ async fn a_fleet_budget_counted_from_two_instances_holds() {
             url: redis.url(),
             op_timeout: Duration::from_secs(1),
             tls_ca_pem: None,
+            cluster: false,
+            seeds: Vec::new(),
         })
         .await
         .expect("connect")

@@ -3,11 +3,13 @@
 
 mod bad_input;
 mod cli;
+mod cluster;
 mod facade;
 mod fleet;
 mod gateway;
 mod helpers;
 mod invalidate;
+mod redis_cluster;
 mod redis_server;
 mod refresh;
 mod resilience;
