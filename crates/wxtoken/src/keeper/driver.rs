@@ -16,6 +16,7 @@ use crate::config::{AppKind, TokenMode};
 use crate::credential::{
     CredentialKind, TicketType, Token, next_wechat_midnight_ms, unix_now_ms, wechat_day,
 };
+use crate::store::Saved;
 use crate::wechat::{ErrorClass, FetchRequest, Fetched, UpstreamError};
 
 /// In classic mode every fetch costs daily quota (2000) and kills the previous token, so
@@ -448,6 +449,21 @@ async fn call_once(
     ctx: &Ctx,
     request: FetchRequest<'_>,
 ) -> Result<(Fetched, u64), Arc<Failure>> {
+    // Under a lease, make sure it is still ours (and extend it) right before the call:
+    // a refresher paused past its lease must not fetch a token that kills the one the
+    // lease's new holder fetched.
+    if let (Some(coordination), true) = (
+        ctx.store.coordination(),
+        slot.leased.load(std::sync::atomic::Ordering::Relaxed),
+    ) {
+        let ttl = ctx.settings.shared.lease_ttl;
+        if let Ok(false) = coordination.renew_lease(&slot.key, &ctx.owner, ttl).await {
+            warn!(app = %slot.key.app, kind = slot.key.kind.as_str(), "lost the refresh lease before calling WeChat; leaving the refresh to its new holder");
+            return Err(Arc::new(Failure::Unavailable(
+                "another instance took over the refresh".into(),
+            )));
+        }
+    }
     let started_ms = unix_now_ms();
     let api = request.api_name();
     let day = slot.health().count_call(api, started_ms);
@@ -549,14 +565,43 @@ async fn install(slot: &Slot, ctx: &Ctx, (fetched, started_ms): (Fetched, u64)) 
         metrics::counter!("wxtoken_token_renewals_total", "app" => slot.key.app.clone(), "kind" => kind)
             .increment(1);
     }
-    match ctx.store.save(slot.key.clone(), (*token).clone()).await {
-        Ok(true) => {}
-        // Another instance stored a newer value (we lost our lease while fetching): the
-        // stored generation wins everywhere, here too.
-        Ok(false) => {
+    let saved = match ctx.store.coordination() {
+        // Under a lease, the write is fenced by it: a refresher paused past its lease
+        // (another instance may have fetched since) must not store.
+        Some(coordination) if slot.leased.load(std::sync::atomic::Ordering::Relaxed) => {
+            coordination
+                .save_fenced(slot.key.clone(), (*token).clone(), &ctx.owner)
+                .await
+        }
+        _ => ctx
+            .store
+            .save(slot.key.clone(), (*token).clone())
+            .await
+            .map(|written| {
+                if written {
+                    Saved::Written
+                } else {
+                    Saved::Newer
+                }
+            }),
+    };
+    match saved {
+        Ok(Saved::Written) => {}
+        // Another instance stored a newer value: the stored generation wins everywhere,
+        // here too.
+        Ok(Saved::Newer) => {
             warn!(app = %slot.key.app, kind, generation, "the store holds a newer value; adopting it");
             if let Ok(Some(stored)) = ctx.store.load(slot.key.clone()).await {
                 adopt(slot, ctx, stored);
+            }
+        }
+        // We lost the lease while fetching: what the lease's new holder stored is the
+        // fleet's value, even if ours numbers higher (we may have adopted its value
+        // meanwhile and numbered ours past it).
+        Ok(Saved::LeaseLost) => {
+            warn!(app = %slot.key.app, kind, generation, "lost the refresh lease while fetching; adopting the stored value instead of storing");
+            if let Ok(Some(stored)) = ctx.store.load(slot.key.clone()).await {
+                take_stored(slot, ctx, stored, true);
             }
         }
         Err(e) => {
@@ -569,6 +614,12 @@ async fn install(slot: &Slot, ctx: &Ctx, (fetched, started_ms): (Fetched, u64)) 
 /// Takes a value another instance stored, if it is newer than ours. Returns whether it
 /// was taken.
 pub(super) fn adopt(slot: &Slot, ctx: &Ctx, stored: Token) -> bool {
+    take_stored(slot, ctx, stored, false)
+}
+
+/// Installs a value read from the store: only if it is newer than ours, or (`over`) in
+/// any case, since a fenced write found that the store's value is the fleet's.
+fn take_stored(slot: &Slot, ctx: &Ctx, stored: Token, over: bool) -> bool {
     let now_ms = unix_now_ms();
     let delay = schedule::refresh_delay(&stored, slot.policy(), &ctx.settings, now_ms);
     let kind = slot.key.kind.as_str();
@@ -577,7 +628,12 @@ pub(super) fn adopt(slot: &Slot, ctx: &Ctx, stored: Token) -> bool {
         stored.generation,
         stored.expires_at_ms,
     );
-    if !slot.adopt_if_newer(stored) {
+    let taken = if over {
+        slot.swap_in(|_| Some(stored.clone())).is_some()
+    } else {
+        slot.adopt_if_newer(stored)
+    };
+    if !taken {
         return false;
     }
     info!(

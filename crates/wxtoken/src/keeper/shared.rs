@@ -141,6 +141,8 @@ async fn refresh_leased(
     ));
     adopt_stored(slot, ctx).await;
     let now = slot.current.load_full();
+    slot.leased
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let result = match now.as_deref() {
         Some(token)
             if is_newer(token, before) && satisfies(slot, ctx, token, invalidating.as_deref()) =>
@@ -149,6 +151,8 @@ async fn refresh_leased(
         }
         _ => fetch(slot, ctx, invalidating, true).await,
     };
+    slot.leased
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     renewer.abort();
     if let Err(e) = coordination.release_lease(&slot.key, &ctx.owner).await {
         debug!(credential = %slot.key, error = %e, "could not release the lease; it expires on its own");

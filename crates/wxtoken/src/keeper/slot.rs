@@ -133,6 +133,9 @@ pub(crate) struct Slot {
     /// Unix ms of the last time a caller asked for this credential (0: not since
     /// start): a lazy one nobody asked for in `keeper.ticket_idle` is not refreshed.
     pub last_asked_ms: AtomicU64,
+    /// This instance holds the credential's lease in the shared store and is
+    /// refreshing under it: its writes are fenced by the lease.
+    pub leased: AtomicBool,
     /// The value `current` replaced, kept while WeChat may still accept it (the
     /// overlap after a renewal), so the gateway recognises a token an SDK still holds.
     pub previous: ArcSwapOption<Token>,
@@ -159,6 +162,7 @@ impl Slot {
             previous: ArcSwapOption::empty(),
             to_death: AtomicBool::new(false),
             last_asked_ms: AtomicU64::new(0),
+            leased: AtomicBool::new(false),
             demand: Mutex::new(Demand::default()),
             wake: Notify::new(),
             outcome: watch::Sender::new(Outcome::default()),

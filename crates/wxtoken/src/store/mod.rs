@@ -124,6 +124,16 @@ pub enum Update {
     Resync,
 }
 
+/// What a fenced write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    Written,
+    /// A newer value is stored (a higher generation, or the same with another value).
+    Newer,
+    /// The writer no longer holds the credential's lease: nothing was written.
+    LeaseLost,
+}
+
 /// Electing one refresher per credential across instances, and hearing about new values.
 pub trait Coordination: Send + Sync {
     /// Takes the refresh lease of `key` for `owner` for `ttl`, if nobody holds it.
@@ -151,6 +161,15 @@ pub trait Coordination: Send + Sync {
 
     /// Announcements of stored values, from every instance.
     fn updates(&self) -> broadcast::Receiver<Update>;
+
+    /// [`Store::save`], but only while `owner` holds `key`'s lease, checked in the same
+    /// atomic step: a refresher paused past its lease cannot write.
+    fn save_fenced<'a>(
+        &'a self,
+        key: CredentialKey,
+        token: Token,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<Saved, StoreError>>;
 
     /// Takes one use of a budget the whole fleet shares: at most `limit` uses in any
     /// `window` (sliding), counted atomically in the store. `scope` is the app (or

@@ -23,7 +23,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::{Coordination, Store, StoreError, Update, UsageRow};
+use super::{Coordination, Saved, Store, StoreError, Update, UsageRow};
 use crate::credential::{CredentialKey, CredentialKind, Token};
 
 /// The pub/sub channel new generations are announced on (not a key: no slot).
@@ -37,8 +37,12 @@ const RESUBSCRIBE_MIN: Duration = Duration::from_millis(100);
 const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
 
 /// Writes unless a newer value is stored (higher generation, or the same generation with
-/// another value), sets the value's expiry, and announces it.
+/// another value), sets the value's expiry, and announces it. Fenced: with a lease key
+/// (KEYS[2]) and owner (ARGV[9]), writes only while that owner holds the lease (-1).
 const SAVE_LUA: &str = r#"
+if KEYS[2] and redis.call('GET', KEYS[2]) ~= ARGV[9] then
+  return -1
+end
 local gen = tonumber(ARGV[5])
 local cur = redis.call('HMGET', KEYS[1], 'generation', 'value')
 if cur[1] then
@@ -489,6 +493,38 @@ fn parse_token(fields: HashMap<String, String>) -> Result<Option<Token>, StoreEr
     }))
 }
 
+impl RedisStore {
+    /// One write by the save script, fenced by `owner`'s lease if given.
+    async fn save_as(
+        &self,
+        key: CredentialKey,
+        token: Token,
+        owner: Option<&str>,
+    ) -> Result<Saved, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.save.key(value_key(&key));
+        if owner.is_some() {
+            invocation.key(lease_key(&key));
+        }
+        invocation
+            .arg(&token.value)
+            .arg(token.expires_at_ms)
+            .arg(token.fetched_at_ms)
+            .arg(token.lifetime_secs)
+            .arg(token.generation)
+            .arg(token.expires_at_ms + VALUE_GRACE_MS)
+            .arg(UPDATES_CHANNEL)
+            .arg(announcement(&key, &token))
+            .arg(owner.unwrap_or_default());
+        let written: i64 = within(self.op_timeout, invocation.invoke_async(&mut conn)).await?;
+        Ok(match written {
+            1 => Saved::Written,
+            -1 => Saved::LeaseLost,
+            _ => Saved::Newer,
+        })
+    }
+}
+
 impl Store for RedisStore {
     fn load(&self, key: CredentialKey) -> BoxFuture<'_, Result<Option<Token>, StoreError>> {
         let mut conn = self.conn.clone();
@@ -501,22 +537,7 @@ impl Store for RedisStore {
     }
 
     fn save(&self, key: CredentialKey, token: Token) -> BoxFuture<'_, Result<bool, StoreError>> {
-        let mut conn = self.conn.clone();
-        async move {
-            let mut invocation = self.save.key(value_key(&key));
-            invocation
-                .arg(&token.value)
-                .arg(token.expires_at_ms)
-                .arg(token.fetched_at_ms)
-                .arg(token.lifetime_secs)
-                .arg(token.generation)
-                .arg(token.expires_at_ms + VALUE_GRACE_MS)
-                .arg(UPDATES_CHANNEL)
-                .arg(announcement(&key, &token));
-            let written: i64 = within(self.op_timeout, invocation.invoke_async(&mut conn)).await?;
-            Ok(written == 1)
-        }
-        .boxed()
+        async move { Ok(self.save_as(key, token, None).await? == Saved::Written) }.boxed()
     }
 
     fn add_usage(
@@ -628,6 +649,15 @@ impl Coordination for RedisStore {
 
     fn updates(&self) -> broadcast::Receiver<Update> {
         self.updates.subscribe()
+    }
+
+    fn save_fenced<'a>(
+        &'a self,
+        key: CredentialKey,
+        token: Token,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<Saved, StoreError>> {
+        self.save_as(key, token, Some(owner)).boxed()
     }
 
     fn take_budget<'a>(

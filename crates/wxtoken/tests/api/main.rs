@@ -5,6 +5,7 @@ mod bad_input;
 mod cli;
 mod cluster;
 mod facade;
+mod fencing;
 mod fleet;
 mod gateway;
 mod helpers;
