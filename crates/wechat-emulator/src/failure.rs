@@ -39,6 +39,15 @@ impl WxError {
     pub const TOKEN_EXPIRED: Self = Self::new(42001, "access_token expired");
     pub const DAILY_QUOTA: Self = Self::new(45009, "reach max api daily quota limit");
     pub const DATA_FORMAT: Self = Self::new(47001, "data format error");
+    pub const CODE_MISSING: Self = Self::new(41008, "missing code");
+    pub const INVALID_CODE: Self = Self::new(40029, "invalid code");
+    pub const CODE_USED: Self = Self::new(40163, "code been used");
+    pub const INVALID_MEDIA_TYPE: Self = Self::new(40004, "invalid media type");
+    /// WeChat's own spelling.
+    pub const INVALID_MEDIA_SIZE: Self = Self::new(40006, "invalid meida size");
+    pub const MEDIA_TOO_LARGE: Self = Self::new(45001, "media size out of limit");
+    pub const MEDIA_MISSING: Self = Self::new(41005, "media data missing");
+    pub const OPENID_INVALID: Self = Self::new(40003, "invalid openid");
     /// A ticket `type` the endpoint does not know (or none).
     pub const INVALID_ARGS: Self = Self::new(40097, "invalid args");
 

@@ -1,7 +1,8 @@
 //! A faithful stand-in for WeChat's credential APIs (`/cgi-bin/token`,
 //! `/cgi-bin/stable_token`, WeCom's `/cgi-bin/gettoken`, and the JS-SDK tickets of
-//! both) plus two ordinary APIs that check the tokens, for the tests, benchmarks
-//! and demo of the wxtoken server.
+//! both), the secret-bearing login calls (`/sns/jscode2session`,
+//! `/sns/oauth2/access_token`), media uploads, and a few ordinary APIs that check the
+//! tokens, for the tests, benchmarks and demo of the wxtoken server.
 //!
 //! This module owns the public surface: [`Config`], the cloneable [`Emulator`] handle
 //! (shared state behind an `Arc`), and [`spawn`]/[`spawn_on`] that serve it over HTTP.
@@ -120,6 +121,9 @@ pub struct Config {
     pub stable_quota: u64,
     /// Added to every token- and ticket-endpoint answer.
     pub latency: Duration,
+    /// Added to every ordinary API answer (the gateway benchmark's stand-in for
+    /// WeChat's round trip); zero by default.
+    pub api_latency: Duration,
     /// Share of token- and ticket-endpoint calls that fail, `0.0..=1.0`.
     pub fail_rate: f64,
     /// Which failures to inject, picked uniformly; empty means none.
@@ -159,6 +163,7 @@ impl Default for Config {
             quota: 2000,
             stable_quota: 500_000,
             latency: Duration::ZERO,
+            api_latency: Duration::ZERO,
             fail_rate: 0.0,
             fail_spread: false,
             fail_kinds: FailKind::ALL.to_vec(),
@@ -256,6 +261,11 @@ impl Emulator {
     /// Changes the latency added to every token- and ticket-endpoint answer.
     pub fn set_latency(&self, latency: Duration) {
         self.lock().knobs.latency = latency;
+    }
+
+    /// Changes the latency added to every ordinary API answer.
+    pub fn set_api_latency(&self, latency: Duration) {
+        self.lock().knobs.api_latency = latency;
     }
 
     /// Accepts a new app, or changes the secret of a known one (its tokens survive,

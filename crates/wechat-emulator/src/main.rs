@@ -44,6 +44,9 @@ struct Cli {
     /// Milliseconds added to every token-endpoint answer.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// Milliseconds added to every ordinary API answer (WeChat's round trip).
+    #[arg(long, default_value_t = 0)]
+    api_latency_ms: u64,
     /// Share of token-endpoint calls that fail, 0 to 1.
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     fail_rate: f64,
@@ -138,6 +141,7 @@ impl Cli {
             quota: self.quota,
             stable_quota: self.stable_quota,
             latency: Duration::from_millis(self.latency_ms),
+            api_latency: Duration::from_millis(self.api_latency_ms),
             fail_rate: self.fail_rate,
             fail_kinds: self.fail_kinds,
             fail_spread: self.fail_spread,

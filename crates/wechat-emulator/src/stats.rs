@@ -53,6 +53,16 @@ pub struct AppStats {
     /// New ticket values created by any ticket endpoint.
     #[serde(default)]
     pub tickets_issued: u64,
+    /// `/sns/jscode2session` and `/sns/oauth2/access_token` calls naming this app,
+    /// failed ones included.
+    #[serde(default)]
+    pub sns_calls: u64,
+    /// Media uploads accepted (`/cgi-bin/media/upload`).
+    #[serde(default)]
+    pub media_uploads: u64,
+    /// Bytes of the files in accepted uploads.
+    #[serde(default)]
+    pub media_bytes: u64,
 }
 
 impl AppStats {

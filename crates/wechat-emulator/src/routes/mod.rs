@@ -2,13 +2,17 @@
 //!
 //! Owns the router, the small admin/fallback handlers, and [`deliver`], which times
 //! every token and ticket answer; the token endpoints live in `token`, the ticket
-//! endpoints in `tickets`, the ordinary APIs in `ordinary`.
+//! endpoints in `tickets`, the ordinary APIs in `ordinary` and `apis`, the login calls
+//! in `login`, uploads in `media`.
 
+mod apis;
+mod login;
+mod media;
 mod ordinary;
 mod tickets;
 mod token;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -33,6 +37,16 @@ pub(crate) fn router(emulator: Emulator) -> Router {
             get(ordinary::get_api_domain_ip),
         )
         .route("/cgi-bin/message/custom/send", post(ordinary::custom_send))
+        .route("/cgi-bin/user/info", get(apis::user_info))
+        .route("/cgi-bin/user/get", get(apis::wecom_user))
+        .route("/wxa/getwxacodeunlimit", post(apis::wxacode_unlimit))
+        .route("/datacube/getusersummary", post(apis::user_summary))
+        .route(
+            "/cgi-bin/media/upload",
+            post(media::upload).layer(DefaultBodyLimit::max(media::MAX_UPLOAD_BODY)),
+        )
+        .route("/sns/jscode2session", get(login::jscode2session))
+        .route("/sns/oauth2/access_token", get(login::oauth2_access_token))
         .route("/_emulator/stats", get(stats))
         .route("/_emulator/reset_quota", post(reset_quota))
         .fallback(not_found)

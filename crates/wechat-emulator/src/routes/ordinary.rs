@@ -20,7 +20,7 @@ pub(crate) async fn get_api_domain_ip(
     State(emulator): State<Emulator>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    match authorize(&emulator, &params) {
+    match authorize(&emulator, &params).await {
         Ok(()) => {
             Json(serde_json::json!({"dns": ["101.226.90.149", "101.89.47.18"]})).into_response()
         }
@@ -33,14 +33,22 @@ pub(crate) async fn custom_send(
     State(emulator): State<Emulator>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    match authorize(&emulator, &params) {
+    match authorize(&emulator, &params).await {
         Ok(()) => Json(serde_json::json!({"errcode": 0, "errmsg": "ok"})).into_response(),
         Err(err) => err.into_response(),
     }
 }
 
-/// Checks the `access_token` query parameter and counts the call.
-fn authorize(emulator: &Emulator, params: &HashMap<String, String>) -> Result<(), WxError> {
+/// Checks the `access_token` query parameter and counts the call, after the configured
+/// API latency (WeChat's round trip).
+pub(super) async fn authorize(
+    emulator: &Emulator,
+    params: &HashMap<String, String>,
+) -> Result<(), WxError> {
+    let latency = emulator.lock().knobs.api_latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let token = params
         .get("access_token")
         .filter(|t| !t.is_empty())

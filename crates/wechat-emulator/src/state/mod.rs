@@ -7,13 +7,15 @@
 //! This module owns the shared registry (who owns which token, whether it still
 //! lives) and the per-app records; the endpoints' logic is split by family:
 //! `token` (official `/cgi-bin/token` and `stable_token`), `wecom` (WeCom
-//! `gettoken`), `tickets` (official and WeCom JS-SDK tickets).
+//! `gettoken`), `tickets` (official and WeCom JS-SDK tickets), `login` (the
+//! secret-bearing login calls and media uploads).
 
+mod login;
 mod tickets;
 mod token;
 mod wecom;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +26,7 @@ use crate::failure::{self, WxError};
 use crate::stats::{AppStats, Stats, UNKNOWN_APP};
 use crate::{Config, FailKind, TokenCheck, clamp_rate};
 
+pub(crate) use login::{LoginKind, LoginRequest, MediaLimits};
 pub(crate) use tickets::{Ticket, TicketKind, WecomTicket};
 pub(crate) use token::{Admission, Answer, Call, Endpoint, TokenRequest};
 pub(crate) use wecom::WecomTokenRequest;
@@ -46,6 +49,8 @@ const BEIJING_OFFSET_SECS: u64 = 8 * 3600;
 pub(crate) struct Knobs {
     pub fail_rate: f64,
     pub latency: Duration,
+    /// Added to every ordinary API answer (WeChat's round trip, for gateway benches).
+    pub api_latency: Duration,
     /// Spread failures evenly (exactly `fail_rate` of each app's calls, kinds in turn)
     /// instead of rolling dice, so that a short test is sure to meet some.
     pub fail_spread: bool,
@@ -197,6 +202,8 @@ pub(crate) struct State {
     corps: HashMap<String, wecom::Corp>,
     tokens: HashMap<String, TokenEntry>,
     tickets: HashMap<String, tickets::TicketEntry>,
+    /// Login codes (`js_code`, OAuth `code`) already exchanged: each works once.
+    used_codes: HashSet<String>,
     /// Counters for calls that name no known app or carry a never-issued token.
     unknown: AppStats,
     last_prune: Instant,
@@ -217,6 +224,7 @@ impl State {
             knobs: Knobs {
                 fail_rate: clamp_rate(config.fail_rate),
                 latency: config.latency,
+                api_latency: config.api_latency,
                 fail_spread: config.fail_spread,
             },
             apps: HashMap::new(),
@@ -224,6 +232,7 @@ impl State {
             corps: HashMap::new(),
             tokens: HashMap::new(),
             tickets: HashMap::new(),
+            used_codes: HashSet::new(),
             unknown: AppStats::default(),
             last_prune: Instant::now(),
         };
