@@ -35,17 +35,23 @@ pub enum BodyError {
 }
 
 /// Reads up to `hold` bytes of `body`: if it ends within them, it is held; otherwise it
-/// is streamed on, and more than `max` bytes in all make the stream fail.
+/// is streamed on, and more than `max` bytes in all make the stream fail. A body
+/// announced as larger than `max` is refused before anything is forwarded.
 pub async fn read_request(
     body: Body,
     content_length: Option<u64>,
     hold: u64,
     max: u64,
 ) -> Result<RequestBody, BodyError> {
-    if content_length.is_some_and(|n| n > max) {
+    let mut chunks = body.into_data_stream();
+    if let Some(n) = content_length.filter(|n| *n > max) {
+        // Read the body to its end (up to twice the limit) without keeping it, so the
+        // client gets to read our 413 rather than a broken pipe mid-upload.
+        if n <= max.saturating_mul(2) {
+            while let Some(Ok(_)) = chunks.next().await {}
+        }
         return Err(BodyError::TooLarge { limit: max });
     }
-    let mut chunks = body.into_data_stream();
     let mut held: Vec<Bytes> = Vec::new();
     let mut total: u64 = 0;
     // A body announced as larger than `hold` is streamed from its first byte.
@@ -193,7 +199,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_announced_length_over_the_limit_is_refused_unread() {
+    async fn an_announced_length_over_the_limit_is_refused_before_forwarding() {
         let body = chunks_of(vec![b"x"]);
         assert!(matches!(
             read_request(body, Some(65), 16, 64).await,

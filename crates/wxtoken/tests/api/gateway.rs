@@ -362,3 +362,73 @@ async fn a_token_killed_mid_run_is_hidden_from_every_sdk() {
         assert_eq!(app.upstream_calls(), 2, "{mode}: one refresh for the kill");
     }
 }
+
+#[tokio::test]
+async fn login_calls_go_out_with_the_real_secret_which_never_comes_back() {
+    let app = spawn_app().await;
+    let http = &app.http;
+    for (path, code) in [
+        ("/sns/jscode2session", "js_code"),
+        ("/sns/oauth2/access_token", "code"),
+    ] {
+        let url = |key: &str, value: &str| {
+            format!(
+                "{}{path}?appid={APPID}&secret={key}&{code}={value}&grant_type=authorization_code",
+                app.base
+            )
+        };
+        let (status, body) = wx(&app, http.get(url(KEY, "c-1"))).await;
+        assert_eq!(status, 200);
+        assert!(body["openid"].is_string(), "{path}: {body}");
+        assert!(
+            !body.to_string().contains(SECRET),
+            "the secret never comes back"
+        );
+        // WeChat's own errors pass through.
+        let (_, body) = wx(&app, http.get(url(KEY, "c-1"))).await;
+        assert_eq!(body["errcode"], 40163, "{path}: {body}");
+        let calls = app.stats().sns_calls;
+        for key in ["wxt_not_a_key_we_know", OTHER_KEY, SECRET] {
+            let (status, body) = wx(&app, http.get(url(key, "c-2"))).await;
+            assert_eq!(
+                (status, body["errcode"].as_i64()),
+                (200, Some(40125)),
+                "{path}: {body}"
+            );
+        }
+        let (_, body) = wx(
+            &app,
+            http.get(format!(
+                "{}{path}?appid=wxnope&secret={KEY}&{code}=c&grant_type=authorization_code",
+                app.base
+            )),
+        )
+        .await;
+        assert_eq!(body["errcode"], 40013);
+        assert_eq!(
+            app.stats().sns_calls,
+            calls,
+            "refused here, never forwarded"
+        );
+    }
+}
+
+#[tokio::test]
+async fn binary_answers_pass_through_untouched() {
+    let app = spawn_app().await;
+    let token = app.token().await;
+    let response = app
+        .http
+        .post(format!(
+            "{}/wxa/getwxacodeunlimit?access_token={token}",
+            app.base
+        ))
+        .body(r#"{"scene":"id=42"}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "image/jpeg");
+    let bytes = response.bytes().await.expect("bytes");
+    assert_eq!(&bytes[..3], &[0xFF, 0xD8, 0xFF]);
+}

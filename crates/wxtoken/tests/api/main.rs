@@ -17,4 +17,5 @@ mod resilience;
 mod single_flight;
 mod supervision;
 mod tickets;
+mod upload;
 mod wecom;
