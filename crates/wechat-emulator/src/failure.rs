@@ -43,11 +43,20 @@ impl WxError {
     pub const INVALID_CODE: Self = Self::new(40029, "invalid code");
     pub const CODE_USED: Self = Self::new(40163, "code been used");
     pub const INVALID_MEDIA_TYPE: Self = Self::new(40004, "invalid media type");
-    /// WeChat's own spelling.
+    /// An official upload outside its type's limits; the misspelling is WeChat's own
+    /// (seen answering an oversized image on `media/upload`).
     pub const INVALID_MEDIA_SIZE: Self = Self::new(40006, "invalid meida size");
-    pub const MEDIA_TOO_LARGE: Self = Self::new(45001, "media size out of limit");
     pub const MEDIA_MISSING: Self = Self::new(41005, "media data missing");
+    /// A file part with no bytes at all.
+    pub const EMPTY_MEDIA: Self = Self::new(44001, "empty media data");
     pub const OPENID_INVALID: Self = Self::new(40003, "invalid openid");
+    pub const OPENID_MISSING: Self = Self::new(41009, "missing openid");
+    /// `getwxacodeunlimit`'s scene is longer than 32 characters.
+    pub const INVALID_SCENE: Self = Self::new(40129, "invalid scene");
+    /// datacube: a date that is not `yyyy-MM-dd`.
+    pub const DATE_FORMAT: Self = Self::new(61500, "date format error");
+    /// datacube: end before begin, or a span longer than the API allows.
+    pub const DATE_RANGE: Self = Self::new(61501, "date range error");
     /// A ticket `type` the endpoint does not know (or none).
     pub const INVALID_ARGS: Self = Self::new(40097, "invalid args");
 
@@ -62,16 +71,40 @@ impl WxError {
     pub const SECRET_OF_OTHER_CORP: Self = Self::new(40091, "secret is invalid");
     /// WeCom's 45009, for its daily token quota and hourly ticket limits alike.
     pub const FREQ_LIMIT: Self = Self::new(45009, "api freq out of limit");
+    /// WeCom's size error for a file (or a voice) outside its limits, and for one of
+    /// 5 bytes or fewer.
+    pub const WECOM_INVALID_FILE_SIZE: Self = Self::new(40006, "invalid file size");
+    /// WeCom's size error for an image over its limit.
+    pub const WECOM_INVALID_IMAGE_SIZE: Self = Self::new(40009, "invalid image size");
+    /// WeCom's size error for a video over its limit.
+    pub const WECOM_INVALID_VIDEO_SIZE: Self = Self::new(40011, "invalid video size");
+    pub const USERID_MISSING: Self = Self::new(41009, "missing userid");
+    pub const USERID_NOT_FOUND: Self = Self::new(60111, "userid not found");
+}
+
+impl WxError {
+    /// This error's body with `fields` added: some WeCom APIs keep their empty list
+    /// fields in error answers too, and strict clients decode them.
+    pub fn with_fields(self, fields: serde_json::Value) -> Response {
+        let mut body = self.body();
+        if let (Some(body), serde_json::Value::Object(fields)) = (body.as_object_mut(), fields) {
+            body.extend(fields);
+        }
+        (StatusCode::OK, axum::Json(body)).into_response()
+    }
+
+    fn body(self) -> serde_json::Value {
+        serde_json::json!({
+            "errcode": self.code,
+            "errmsg": format!("{} rid: {}", self.text, new_rid()),
+        })
+    }
 }
 
 impl IntoResponse for WxError {
     /// WeChat answers errcode errors with HTTP 200 and a fresh rid in errmsg.
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "errcode": self.code,
-            "errmsg": format!("{} rid: {}", self.text, new_rid()),
-        });
-        (StatusCode::OK, axum::Json(body)).into_response()
+        (StatusCode::OK, axum::Json(self.body())).into_response()
     }
 }
 

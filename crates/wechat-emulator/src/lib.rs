@@ -121,8 +121,10 @@ pub struct Config {
     pub stable_quota: u64,
     /// Added to every token- and ticket-endpoint answer.
     pub latency: Duration,
-    /// Added to every ordinary API answer (the gateway benchmark's stand-in for
-    /// WeChat's round trip); zero by default.
+    /// Added to every other answer: ordinary APIs, login calls (`/sns/*`) and uploads
+    /// (the gateway benchmark's stand-in for WeChat's round trip); zero by default.
+    /// Kept apart from `latency` so that slow token fetches and slow API calls can be
+    /// set up separately.
     pub api_latency: Duration,
     /// Share of token- and ticket-endpoint calls that fail, `0.0..=1.0`.
     pub fail_rate: f64,
@@ -263,7 +265,8 @@ impl Emulator {
         self.lock().knobs.latency = latency;
     }
 
-    /// Changes the latency added to every ordinary API answer.
+    /// Changes the latency added to every ordinary API, login call and upload answer
+    /// ([`Config::api_latency`]); zero makes them instant.
     pub fn set_api_latency(&self, latency: Duration) {
         self.lock().knobs.api_latency = latency;
     }

@@ -12,7 +12,8 @@ use tracing_subscriber::EnvFilter;
 use wechat_emulator::{AppCredentials, Config, Emulator, FailKind, WecomCredentials, wecom_key};
 
 /// A stand-in for WeChat's credential APIs (/cgi-bin/token, /cgi-bin/stable_token,
-/// WeCom's /cgi-bin/gettoken, and the JS-SDK tickets).
+/// WeCom's /cgi-bin/gettoken, and the JS-SDK tickets), its login calls (/sns/*), media
+/// uploads, and a few ordinary APIs.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -41,10 +42,11 @@ struct Cli {
     /// Daily /cgi-bin/stable_token calls allowed per app.
     #[arg(long, default_value_t = 500_000)]
     stable_quota: u64,
-    /// Milliseconds added to every token-endpoint answer.
+    /// Milliseconds added to every token- and ticket-endpoint answer.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
-    /// Milliseconds added to every ordinary API answer (WeChat's round trip).
+    /// Milliseconds added to every ordinary API, login call and upload answer
+    /// (WeChat's round trip).
     #[arg(long, default_value_t = 0)]
     api_latency_ms: u64,
     /// Share of token-endpoint calls that fail, 0 to 1.
@@ -222,9 +224,17 @@ mod tests {
             "5",
             "--agent-ticket-hourly",
             "3",
+            "--latency-ms",
+            "7",
+            "--api-latency-ms",
+            "20",
         ])
         .expect("official only");
         assert_eq!(config.apps.len(), 1);
+        assert_eq!(
+            (config.latency, config.api_latency),
+            (Duration::from_millis(7), Duration::from_millis(20))
+        );
         assert_eq!(
             (
                 config.ticket_expires_in,

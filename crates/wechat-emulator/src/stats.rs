@@ -37,7 +37,7 @@ pub struct AppStats {
     pub tokens_issued: u64,
     /// Calls answered with an injected failure (busy, HTTP 500 or timeout).
     pub injected_failures: u64,
-    /// Ordinary API calls made with a valid token.
+    /// Ordinary API calls (uploads included) made with a valid token.
     pub api_calls: u64,
     /// Ordinary API and ticket calls answered 40001, 40014 or 42001 because the
     /// token was dead (or, on a ticket endpoint, not accepted there at all).
@@ -60,7 +60,8 @@ pub struct AppStats {
     /// Media uploads accepted (`/cgi-bin/media/upload`).
     #[serde(default)]
     pub media_uploads: u64,
-    /// Bytes of the files in accepted uploads.
+    /// Bytes of the files in accepted uploads (the `media` parts only, not the
+    /// multipart framing): what a test compares with what it sent.
     #[serde(default)]
     pub media_bytes: u64,
 }

@@ -1,52 +1,22 @@
-//! The login calls, media uploads and the extra ordinary APIs, over HTTP.
+//! The login calls (`/sns/jscode2session`, `/sns/oauth2/access_token`) and media
+//! uploads, over HTTP.
 
-use futures::stream;
+mod common;
+
+use common::*;
 use serde_json::Value;
-use wechat_emulator::{Config, RunningEmulator, wecom_key};
+use wechat_emulator::wecom_key;
 
-const APPID: &str = "wx0123456789abcdef";
-const SECRET: &str = "app-secret";
-const CORPID: &str = "ww0123456789abcdef";
-const WECOM_SECRET: &str = "wecom-secret";
+const MB: usize = 1024 * 1024;
 
-async fn emulator() -> RunningEmulator {
-    wechat_emulator::spawn(Config::default().with_app(APPID, SECRET).with_wecom_app(
-        CORPID,
-        1000002,
-        WECOM_SECRET,
-    ))
-    .await
-    .expect("emulator")
-}
-
-async fn get(emulator: &RunningEmulator, path: &str) -> Value {
-    let response = reqwest::get(format!("{}{path}", emulator.base_url()))
-        .await
-        .expect("sent");
-    assert_eq!(
-        response.status(),
-        200,
-        "WeChat answers errors with HTTP 200"
-    );
-    response.json().await.expect("json")
-}
-
-async fn official_token(emulator: &RunningEmulator) -> String {
-    let body = get(
-        emulator,
-        &format!("/cgi-bin/token?grant_type=client_credential&appid={APPID}&secret={SECRET}"),
-    )
-    .await;
-    body["access_token"].as_str().expect("token").to_owned()
-}
-
-async fn wecom_token(emulator: &RunningEmulator) -> String {
-    let body = get(
-        emulator,
-        &format!("/cgi-bin/gettoken?corpid={CORPID}&corpsecret={WECOM_SECRET}"),
-    )
-    .await;
-    body["access_token"].as_str().expect("token").to_owned()
+/// The query of a login call with every parameter right but `code`'s value.
+fn login_query(path: &str, code: &str) -> String {
+    let name = if path.ends_with("session") {
+        "js_code"
+    } else {
+        "code"
+    };
+    format!("{path}?appid={APPID}&secret={SECRET}&{name}={code}&grant_type=authorization_code")
 }
 
 #[tokio::test]
@@ -59,22 +29,13 @@ async fn login_calls_check_their_secret_and_take_each_code_once() {
             "code"
         };
         let q = |rest: &str| format!("{path}?{rest}");
-        let ok = q(&format!(
-            "appid={APPID}&secret={SECRET}&{code}=c1&grant_type=authorization_code"
-        ));
+        let ok = login_query(path, "c1");
         let body = get(&emulator, &ok).await;
         assert!(
             body["openid"].as_str().is_some_and(|o| o.starts_with('o')),
             "{body}"
         );
         assert!(body.get("errcode").is_none(), "{body}");
-        if path.ends_with("session") {
-            assert!(body["session_key"].is_string());
-        } else {
-            assert_eq!(body["expires_in"], 7200);
-            assert!(body["refresh_token"].is_string());
-            assert_eq!(body["scope"], "snsapi_base");
-        }
         let cases = [
             (ok.clone(), 40163),
             (
@@ -97,8 +58,18 @@ async fn login_calls_check_their_secret_and_take_each_code_once() {
             ),
             (
                 q(&format!(
+                    "appid={APPID}&secret={SECRET}&{code}=&grant_type=authorization_code"
+                )),
+                41008,
+            ),
+            (
+                q(&format!(
                     "appid={APPID}&secret={SECRET}&{code}=c2&grant_type=x"
                 )),
+                40002,
+            ),
+            (
+                q(&format!("appid={APPID}&secret={SECRET}&{code}=c2")),
                 40002,
             ),
             (
@@ -113,30 +84,55 @@ async fn login_calls_check_their_secret_and_take_each_code_once() {
                 )),
                 40125,
             ),
-            (
-                q(&format!(
-                    "appid={APPID}&secret={SECRET}&{code}=invalid-x&grant_type=authorization_code"
-                )),
-                40029,
-            ),
+            (login_query(path, "invalid-x"), 40029),
         ];
         for (path, errcode) in cases {
             let body = get(&emulator, &path).await;
             assert_eq!(body["errcode"], errcode, "{path}: {body}");
+            let errmsg = body["errmsg"].as_str().expect("errmsg");
+            assert!(errmsg.contains(" rid: "), "{errmsg}");
         }
+        // A code refused for a wrong secret was not spent.
+        let body = get(&emulator, &login_query(path, "c2")).await;
+        assert!(body["openid"].is_string(), "{path}: {body}");
     }
-    // Seven calls per path name the app (the other two name none, or another).
-    assert_eq!(emulator.emulator.stats().app(APPID).sns_calls, 14);
+    // Ten calls per path name the app (the other two name none, or another).
+    assert_eq!(emulator.emulator.stats().app(APPID).sns_calls, 20);
+}
+
+#[tokio::test]
+async fn a_mini_program_login_answers_a_base64_session_key_and_a_predictable_openid() {
+    let emulator = emulator().await;
+    let first = get(&emulator, &login_query("/sns/jscode2session", "same")).await;
+    let key = first["session_key"].as_str().expect("session_key");
+    assert_eq!(key.len(), 24, "16 bytes in base64: {key}");
+    assert!(key.ends_with("=="), "{key}");
+    assert!(
+        key[..22]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/'),
+        "{key}"
+    );
+    // The openid follows from the app and the code, whichever call exchanged it.
+    let web = get(&emulator, &login_query("/sns/oauth2/access_token", "same")).await;
+    assert_eq!(first["openid"], web["openid"]);
+    assert_eq!(first["openid"].as_str().map(str::len), Some(28));
+    let other = get(&emulator, &login_query("/sns/jscode2session", "other")).await;
+    assert_ne!(first["openid"], other["openid"]);
+    let again = get(&emulator, &login_query("/sns/jscode2session", "again")).await;
+    assert_ne!(
+        first["session_key"], again["session_key"],
+        "keys are random"
+    );
 }
 
 #[tokio::test]
 async fn an_oauth_user_token_is_not_an_app_token() {
     let emulator = emulator().await;
-    let body = get(
-        &emulator,
-        &format!("/sns/oauth2/access_token?appid={APPID}&secret={SECRET}&code=u1&grant_type=authorization_code"),
-    )
-    .await;
+    let body = get(&emulator, &login_query("/sns/oauth2/access_token", "u1")).await;
+    assert_eq!(body["expires_in"], 7200);
+    assert_eq!(body["scope"], "snsapi_base");
+    assert!(body["refresh_token"].is_string());
     let user_token = body["access_token"].as_str().expect("token");
     let body = get(
         &emulator,
@@ -146,84 +142,91 @@ async fn an_oauth_user_token_is_not_an_app_token() {
     assert_eq!(body["errcode"], 40001, "{body}");
 }
 
-fn streamed_file(bytes: usize) -> reqwest::multipart::Part {
-    const CHUNK: usize = 64 * 1024;
-    let chunks = stream::iter((0..bytes.div_ceil(CHUNK)).map(move |i| {
-        let len = CHUNK.min(bytes - i * CHUNK);
-        Ok::<_, std::io::Error>(vec![b'x'; len])
-    }));
-    reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(chunks), bytes as u64)
-        .file_name("f.bin")
-}
-
-async fn upload(
-    emulator: &RunningEmulator,
-    token: &str,
-    kind: &str,
-    part: reqwest::multipart::Part,
-) -> Value {
-    let form = reqwest::multipart::Form::new().part("media", part);
-    reqwest::Client::new()
-        .post(format!(
-            "{}/cgi-bin/media/upload?access_token={token}&type={kind}",
-            emulator.base_url()
-        ))
-        .multipart(form)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json")
-}
-
 #[tokio::test]
-async fn a_20_mb_wecom_file_arrives_whole_and_limits_are_wechats() {
+async fn a_20_mb_wecom_file_streams_in_whole() {
     let emulator = emulator().await;
     let wecom = wecom_token(&emulator).await;
     let body = upload(&emulator, &wecom, "file", streamed_file(20_000_000)).await;
-    assert_eq!(body["errcode"], 0, "{body}");
+    assert_eq!(
+        (body["errcode"].as_i64(), body["errmsg"].as_str()),
+        (Some(0), Some("ok"))
+    );
+    assert_eq!(body["type"], "file");
     assert!(
-        body["created_at"].is_string(),
+        body["created_at"]
+            .as_str()
+            .is_some_and(|s| s.parse::<u64>().is_ok()),
         "WeCom writes it as a string: {body}"
     );
     assert!(body["media_id"].is_string());
-    let stats = emulator.emulator.stats().app(&wecom_key(CORPID, 1000002));
+    let stats = emulator.emulator.stats().app(&wecom_key(CORPID, AGENTID));
     assert_eq!((stats.media_uploads, stats.media_bytes), (1, 20_000_000));
+    assert_eq!(stats.api_calls, 1, "an upload is an API call");
+}
 
-    let body = upload(
-        &emulator,
-        &wecom,
-        "file",
-        streamed_file(20 * 1024 * 1024 + 1),
-    )
-    .await;
-    assert_eq!(body["errcode"], 45001, "{body}");
-    let body = upload(&emulator, &wecom, "file", streamed_file(5)).await;
-    assert_eq!(body["errcode"], 40006, "{body}");
+#[tokio::test]
+async fn wecom_uploads_outside_the_limits_get_wecoms_codes() {
+    let emulator = emulator().await;
+    let wecom = wecom_token(&emulator).await;
+    let cases = [
+        ("file", 20 * MB + 1, 40006),
+        ("file", 20 * MB, 0),
+        ("image", 10 * MB + 1, 40009),
+        ("video", 10 * MB + 1, 40011),
+        ("voice", 2 * MB + 1, 40006),
+        ("image", 5, 40006),
+        ("image", 6, 0),
+        ("file", 0, 44001),
+        ("thumb", 1000, 40004),
+        ("", 1000, 40004),
+    ];
+    for (kind, bytes, errcode) in cases {
+        let body = upload(&emulator, &wecom, kind, streamed_file(bytes)).await;
+        assert_eq!(body["errcode"], errcode, "{kind} of {bytes}: {body}");
+    }
+    let stats = emulator.emulator.stats().app(&wecom_key(CORPID, AGENTID));
+    assert_eq!(stats.media_uploads, 2, "refused uploads are not counted");
+    assert_eq!(stats.media_bytes, 20 * MB as u64 + 6);
+}
 
+#[tokio::test]
+async fn official_uploads_check_type_size_token_and_part() {
+    let emulator = emulator().await;
     let official = official_token(&emulator).await;
     let body = upload(&emulator, &official, "image", streamed_file(1000)).await;
+    assert!(body.get("errcode").is_none(), "{body}");
+    assert_eq!(body["type"], "image");
     assert!(
         body["created_at"].is_u64(),
         "a number on official accounts: {body}"
     );
-    assert_eq!(body["type"], "image");
-    let body = upload(&emulator, &official, "file", streamed_file(1000)).await;
-    assert_eq!(
-        body["errcode"], 40004,
-        "official accounts take no `file`: {body}"
+    let cases = [
+        ("file", 1000, 40004),
+        ("thumb", 64 * 1024, 0),
+        ("thumb", 64 * 1024 + 1, 40006),
+        ("voice", 2 * MB + 1, 40006),
+        // Far over the limit: refused, and read to the end so the answer gets through.
+        ("image", 20 * MB, 40006),
+        ("image", 0, 44001),
+    ];
+    for (kind, bytes, errcode) in cases {
+        let body = upload(&emulator, &official, kind, streamed_file(bytes)).await;
+        let got = body["errcode"].as_i64().unwrap_or(0);
+        assert_eq!(got, errcode, "{kind} of {bytes}: {body}");
+    }
+    for (token, errcode) in [("dead-token", 40001), ("", 41001)] {
+        let body = upload(&emulator, token, "image", streamed_file(10)).await;
+        assert_eq!(body["errcode"], errcode, "{token:?}: {body}");
+    }
+
+    let url = format!(
+        "{}/cgi-bin/media/upload?access_token={official}&type=image",
+        emulator.base_url()
     );
-    let body = upload(&emulator, &official, "thumb", streamed_file(64 * 1024 + 1)).await;
-    assert_eq!(body["errcode"], 45001, "{body}");
-    let body = upload(&emulator, "dead-token", "image", streamed_file(10)).await;
-    assert_eq!(body["errcode"], 40001, "{body}");
+    let http = reqwest::Client::new();
     let form = reqwest::multipart::Form::new().text("other", "x");
-    let body: Value = reqwest::Client::new()
-        .post(format!(
-            "{}/cgi-bin/media/upload?access_token={official}&type=image",
-            emulator.base_url()
-        ))
+    let body: Value = http
+        .post(&url)
         .multipart(form)
         .send()
         .await
@@ -231,84 +234,20 @@ async fn a_20_mb_wecom_file_arrives_whole_and_limits_are_wechats() {
         .json()
         .await
         .expect("json");
-    assert_eq!(body["errcode"], 41005, "{body}");
-}
-
-#[tokio::test]
-async fn ordinary_apis_answer_in_their_own_shapes() {
-    let emulator = emulator().await;
-    let token = official_token(&emulator).await;
-    let base = emulator.base_url();
-    let http = reqwest::Client::new();
-    let qr = http
-        .post(format!("{base}/wxa/getwxacodeunlimit?access_token={token}"))
-        .body(r#"{"scene":"a=1"}"#)
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(qr.headers()["content-type"], "image/jpeg");
-    let bytes = qr.bytes().await.expect("bytes");
-    assert_eq!(&bytes[..3], &[0xFF, 0xD8, 0xFF]);
-    let err: Value = http
-        .post(format!("{base}/wxa/getwxacodeunlimit?access_token=dead"))
-        .body(r#"{"scene":"a=1"}"#)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("a dead token gets JSON, not an image");
-    assert_eq!(err["errcode"], 40001);
-
-    let user = get(
-        &emulator,
-        &format!("/cgi-bin/user/info?access_token={token}&openid=o1"),
-    )
-    .await;
-    assert_eq!(user["openid"], "o1");
-    let summary: Value = http
-        .post(format!(
-            "{base}/datacube/getusersummary?access_token={token}"
-        ))
-        .body(r#"{"begin_date":"2026-11-01","end_date":"2026-11-07"}"#)
+    assert_eq!(body["errcode"], 41005, "no media part: {body}");
+    let body: Value = http
+        .post(&url)
+        .body("not multipart")
         .send()
         .await
         .expect("sent")
         .json()
         .await
         .expect("json");
-    assert!(summary["list"].is_array(), "{summary}");
-    let wecom = wecom_token(&emulator).await;
-    let user = get(
-        &emulator,
-        &format!("/cgi-bin/user/get?access_token={wecom}&userid=zhangsan"),
-    )
-    .await;
-    assert_eq!(
-        (user["errcode"].as_i64(), user["userid"].as_str()),
-        (Some(0), Some("zhangsan"))
-    );
+    assert_eq!(body["errcode"], 41005, "not multipart at all: {body}");
     let stats = emulator.emulator.stats().app(APPID);
-    assert_eq!(stats.api_calls, 3);
-}
-
-#[tokio::test]
-async fn api_latency_delays_ordinary_apis_only() {
-    let emulator = emulator().await;
-    emulator
-        .emulator
-        .set_api_latency(std::time::Duration::from_millis(200));
-    let started = std::time::Instant::now();
-    let token = official_token(&emulator).await;
-    assert!(
-        started.elapsed() < std::time::Duration::from_millis(200),
-        "token calls are not delayed"
+    assert_eq!(
+        (stats.media_uploads, stats.media_bytes),
+        (2, 1000 + 64 * 1024)
     );
-    let started = std::time::Instant::now();
-    get(
-        &emulator,
-        &format!("/cgi-bin/get_api_domain_ip?access_token={token}"),
-    )
-    .await;
-    assert!(started.elapsed() >= std::time::Duration::from_millis(200));
 }

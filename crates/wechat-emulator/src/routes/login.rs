@@ -1,14 +1,17 @@
 //! The login calls that carry the app secret: `GET /sns/jscode2session` (mini program
 //! login: `{"session_key","openid"}`) and `GET /sns/oauth2/access_token` (web OAuth:
 //! `{"access_token","expires_in","refresh_token","openid","scope"}`). Errors as WeChat
-//! answers them (HTTP 200, errcode); checks live in `state::login`.
+//! answers them (HTTP 200, errcode); checks live in `state::login`. Both wait out the
+//! API latency, like the ordinary APIs: they are round trips to WeChat too.
 
 use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
+use tokio::time::Instant;
 
+use super::api_delay;
 use crate::Emulator;
 use crate::state::{LoginKind, LoginRequest};
 
@@ -18,7 +21,11 @@ pub(crate) async fn jscode2session(
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     let req = request(&params, "js_code");
-    match emulator.lock().login_call(LoginKind::MiniProgram, &req) {
+    api_delay(&emulator).await;
+    let login = emulator
+        .lock()
+        .login_call(LoginKind::MiniProgram, &req, Instant::now());
+    match login {
         Ok(login) => Json(serde_json::json!({
             "session_key": login.key,
             "openid": login.openid,
@@ -34,7 +41,11 @@ pub(crate) async fn oauth2_access_token(
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     let req = request(&params, "code");
-    match emulator.lock().login_call(LoginKind::Oauth, &req) {
+    api_delay(&emulator).await;
+    let login = emulator
+        .lock()
+        .login_call(LoginKind::Oauth, &req, Instant::now());
+    match login {
         Ok(login) => Json(serde_json::json!({
             "access_token": login.key,
             "expires_in": 7200,

@@ -1,11 +1,12 @@
 //! HTTP surface: WeChat's paths plus the emulator's own `/_emulator/*` controls.
 //!
-//! Owns the router, the small admin/fallback handlers, and [`deliver`], which times
-//! every token and ticket answer; the token endpoints live in `token`, the ticket
-//! endpoints in `tickets`, the ordinary APIs in `ordinary` and `apis`, the login calls
-//! in `login`, uploads in `media`.
+//! Owns the router, the small admin/fallback handlers, [`deliver`], which times every
+//! token and ticket answer, and [`api_delay`], which times every other API's; the
+//! token endpoints live in `token`, the ticket endpoints in `tickets`, the ordinary
+//! APIs in `ordinary` and `apis`, the login calls in `login`, uploads in `media`.
 
 mod apis;
+mod datacube;
 mod login;
 mod media;
 mod ordinary;
@@ -80,6 +81,15 @@ async fn deliver<T>(
         Answer::Grant(value) => grant(value),
         Answer::Error(err) => err.into_response(),
         Answer::Injected(kind) => failure_response(kind),
+    }
+}
+
+/// Waits out the configured API latency (WeChat's round trip as a gateway benchmark
+/// sees it) before an ordinary API, login call or upload is answered; instant at zero.
+async fn api_delay(emulator: &Emulator) {
+    let latency = emulator.lock().knobs.api_latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
     }
 }
 

@@ -12,6 +12,7 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
+use super::api_delay;
 use crate::Emulator;
 use crate::failure::WxError;
 
@@ -45,10 +46,7 @@ pub(super) async fn authorize(
     emulator: &Emulator,
     params: &HashMap<String, String>,
 ) -> Result<(), WxError> {
-    let latency = emulator.lock().knobs.api_latency;
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
+    api_delay(emulator).await;
     let token = params
         .get("access_token")
         .filter(|t| !t.is_empty())

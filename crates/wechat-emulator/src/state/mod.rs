@@ -8,14 +8,14 @@
 //! lives) and the per-app records; the endpoints' logic is split by family:
 //! `token` (official `/cgi-bin/token` and `stable_token`), `wecom` (WeCom
 //! `gettoken`), `tickets` (official and WeCom JS-SDK tickets), `login` (the
-//! secret-bearing login calls and media uploads).
+//! secret-bearing login calls, and media uploads' limits and counters).
 
 mod login;
 mod tickets;
 mod token;
 mod wecom;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -202,8 +202,9 @@ pub(crate) struct State {
     corps: HashMap<String, wecom::Corp>,
     tokens: HashMap<String, TokenEntry>,
     tickets: HashMap<String, tickets::TicketEntry>,
-    /// Login codes (`js_code`, OAuth `code`) already exchanged: each works once.
-    used_codes: HashSet<String>,
+    /// Login codes (`js_code`, OAuth `code`) already exchanged, with when: each works
+    /// once. Forgotten after [`RETENTION`], long after WeChat's 5-minute code life.
+    used_codes: HashMap<String, Instant>,
     /// Counters for calls that name no known app or carry a never-issued token.
     unknown: AppStats,
     last_prune: Instant,
@@ -232,7 +233,7 @@ impl State {
             corps: HashMap::new(),
             tokens: HashMap::new(),
             tickets: HashMap::new(),
-            used_codes: HashSet::new(),
+            used_codes: HashMap::new(),
             unknown: AppStats::default(),
             last_prune: Instant::now(),
         };
@@ -367,9 +368,9 @@ impl State {
         }
     }
 
-    /// Forgets tokens and tickets dead for longer than [`RETENTION`], so memory
-    /// stays bounded under long benchmarks. Forgotten ones answer like any unknown
-    /// token or ticket.
+    /// Forgets tokens and tickets dead, and login codes used, longer than [`RETENTION`]
+    /// ago, so memory stays bounded under long benchmarks. Forgotten tokens and tickets
+    /// answer like any unknown one; a forgotten code would work again.
     fn maybe_prune(&mut self, now: Instant) {
         if now.duration_since(self.last_prune) < PRUNE_EVERY {
             return;
@@ -379,6 +380,7 @@ impl State {
             .retain(|_, entry| entry.death() + RETENTION > now);
         self.tickets
             .retain(|_, entry| entry.expires_at + RETENTION > now);
+        self.used_codes.retain(|_, used| *used + RETENTION > now);
     }
 }
 
