@@ -135,6 +135,8 @@ impl Gateway {
             .connect_timeout(upstream.connect_timeout)
             .timeout(settings.request_timeout)
             .pool_idle_timeout(std::time::Duration::from_secs(60))
+            // Requests are small and answered at once: no Nagle delay on either hop.
+            .tcp_nodelay(true)
             // Redirects would take a request somewhere other than the two bases.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
