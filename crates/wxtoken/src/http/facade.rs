@@ -7,12 +7,13 @@
 //! Everything here answers as WeChat does: HTTP 200 and WeChat's JSON, errors as
 //! `{"errcode","errmsg"}` with WeChat's codes, so an SDK's own error handling applies.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::Response;
@@ -22,7 +23,7 @@ use tracing::info;
 use super::AppState;
 use super::auth::{find_client, permit};
 use super::tokens::{Shape, json_no_store, render_as};
-use crate::config::{AppKind, AppSettings, ClientSettings, Scope};
+use crate::config::{AppKind, AppSettings, Scope};
 use crate::credential::{TicketType, Token, unix_now_ms, wechat_day};
 use crate::gateway::query_param;
 use crate::keeper::{Failure, Keeper, KeeperError};
@@ -130,30 +131,44 @@ impl Facade {
     }
 }
 
-/// The app of `ids` that `key` may read: `Err(None)` if the key is unknown or may read
-/// none of them.
-fn readable<'s>(
-    state: &'s AppState,
-    ids: &[String],
-    key: &str,
-) -> Option<(&'s ClientSettings, &'s AppSettings)> {
+/// The id of the first app of `ids` that `key` may read; `None` if the key is unknown
+/// or may read none of them.
+fn readable<'i>(state: &AppState, ids: &'i [String], key: &str) -> Option<&'i str> {
     let client = find_client(&state.clients, key)?;
     ids.iter()
-        .filter(|id| permit(client, id, Scope::Read).is_ok())
-        .find_map(|id| state.keeper.app(id))
-        .map(|app| (client.as_ref(), app))
+        .find(|id| permit(client, id, Scope::Read).is_ok())
+        .map(String::as_str)
+}
+
+/// The first non-empty value of each of `names` in a raw query string, read in one pass
+/// (percent-decoded; borrowed unless decoding changed something).
+fn params<'q, const N: usize>(query: &'q str, names: [&str; N]) -> [Option<Cow<'q, str>>; N] {
+    let mut found: [Option<Cow<'q, str>>; N] = std::array::from_fn(|_| None);
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        if value.is_empty() {
+            continue;
+        }
+        if let Some(i) = names.iter().position(|n| *n == name) {
+            if found[i].is_none() {
+                found[i] = Some(value);
+            }
+        }
+    }
+    found
 }
 
 /// `GET /cgi-bin/token?grant_type=client_credential&appid=A&secret=<client key>`
-pub async fn token(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
-    let query = query.unwrap_or_default();
-    let param = |name| query_param(&query, name).filter(|v| !v.is_empty());
+///
+/// Read from the raw request (no query copy): this is the hot path of every SDK.
+pub async fn token(State(state): State<AppState>, request: Request) -> Response {
+    let query = request.uri().query().unwrap_or_default();
+    let [grant_type, appid, secret] = params(query, ["grant_type", "appid", "secret"]);
     let app = match official_app(
         &state,
-        param("grant_type").as_deref(),
-        param("appid").as_deref(),
-        param("secret").as_deref(),
-        WxError::new(40001, format!("{INVALID_CREDENTIAL} {KEY_HINT}")),
+        grant_type.as_deref(),
+        appid.as_deref(),
+        secret.as_deref(),
+        || WxError::new(40001, format!("{INVALID_CREDENTIAL} {KEY_HINT}")),
     ) {
         Ok(app) => app,
         Err(e) => return e.into_response(),
@@ -185,7 +200,7 @@ pub async fn stable_token(
         field("grant_type"),
         field("appid"),
         field("secret"),
-        WxError::new(40125, format!("invalid appsecret {KEY_HINT}")),
+        || WxError::new(40125, format!("invalid appsecret {KEY_HINT}")),
     ) {
         Ok(app) => app,
         Err(e) => return e.into_response(),
@@ -206,8 +221,8 @@ fn official_app<'s>(
     grant_type: Option<&str>,
     appid: Option<&str>,
     key: Option<&str>,
-    refused: WxError,
-) -> Result<&'s AppSettings, WxError> {
+    refused: impl FnOnce() -> WxError,
+) -> Result<&'s str, WxError> {
     if grant_type != Some("client_credential") {
         return Err(WxError::new(40002, "invalid grant_type"));
     }
@@ -218,7 +233,7 @@ fn official_app<'s>(
         .official
         .get(appid)
         .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
-    readable(state, ids, key).map(|(_, app)| app).ok_or(refused)
+    readable(state, ids, key).ok_or_else(refused)
 }
 
 /// `force_refresh: true`: the SDK says its token is dead. Treated as a report of the
@@ -226,19 +241,19 @@ fn official_app<'s>(
 /// `keeper.force_refresh_min_interval_secs` per app and within
 /// `keeper.force_refresh_daily_budget`; otherwise the current token comes back, as
 /// WeChat answers a force refresh it will not honour.
-async fn force_refresh(state: &AppState, app: &AppSettings) -> Response {
+async fn force_refresh(state: &AppState, app: &str) -> Response {
     let settings = state.keeper.settings();
     let allowed = state.facade.may_force(
-        &app.id,
+        app,
         settings.force_refresh_min_interval.as_millis() as u64,
         settings.force_refresh_daily_budget,
     );
-    let current = state.keeper.current(&app.id, std::time::Duration::ZERO);
+    let current = state.keeper.current(app, std::time::Duration::ZERO);
     let (true, Some(current)) = (allowed, current) else {
         return serve_token(state, app, Shape::Wechat).await;
     };
-    info!(app = %app.id, token = %current.redacted(), "an SDK asked for force_refresh; reporting the current token");
-    match state.keeper.invalidate(&app.id, &current.value).await {
+    info!(app, token = %current.redacted(), "an SDK asked for force_refresh; reporting the current token");
+    match state.keeper.invalidate(app, &current.value).await {
         Ok((token, _)) => json_no_store(render_as(&token, unix_now_ms() / 1000, Shape::Wechat)),
         Err(e) => wx_keeper_error(e).into_response(),
     }
@@ -251,14 +266,14 @@ async fn force_refresh(state: &AppState, app: &AppSettings) -> Response {
 /// token comes back. A key that may read several must be told which one by an
 /// `agentid` parameter (an extension; WeCom ignores it), else the answer is 40001
 /// naming the apps: give each WeCom app's services their own key.
-pub async fn gettoken(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
-    let query = query.unwrap_or_default();
-    let param = |name| query_param(&query, name).filter(|v| !v.is_empty());
+pub async fn gettoken(State(state): State<AppState>, request: Request) -> Response {
+    let query = request.uri().query().unwrap_or_default();
+    let [key, corpid, agentid] = params(query, ["corpsecret", "corpid", "agentid"]);
     // WeCom checks the secret before the corp.
-    let Some(key) = param("corpsecret") else {
+    let Some(key) = key else {
         return WxError::new(41004, "corpsecret missing").into_response();
     };
-    let Some(corpid) = param("corpid") else {
+    let Some(corpid) = corpid else {
         return WxError::new(41002, "corpid missing").into_response();
     };
     let Some(ids) = state.facade.wecom.get(corpid.as_ref()) else {
@@ -268,7 +283,6 @@ pub async fn gettoken(State(state): State<AppState>, RawQuery(query): RawQuery) 
     let Some(client) = find_client(&state.clients, &key) else {
         return refused().into_response();
     };
-    let agentid = param("agentid");
     let apps: Vec<&AppSettings> = ids
         .iter()
         .filter(|id| permit(client, id, Scope::Read).is_ok())
@@ -281,7 +295,7 @@ pub async fn gettoken(State(state): State<AppState>, RawQuery(query): RawQuery) 
         .collect();
     match apps.as_slice() {
         [] => refused().into_response(),
-        [app] => serve_token(&state, app, Shape::Wecom).await,
+        [app] => serve_token(&state, &app.id, Shape::Wecom).await,
         several => {
             let names: Vec<String> = several
                 .iter()
@@ -302,8 +316,8 @@ pub async fn gettoken(State(state): State<AppState>, RawQuery(query): RawQuery) 
 }
 
 /// The app's current token in `shape`: a memory read while one is valid.
-async fn serve_token(state: &AppState, app: &AppSettings, shape: Shape) -> Response {
-    let Some(entry) = state.rendered.get(&app.id) else {
+async fn serve_token(state: &AppState, app: &str, shape: Shape) -> Response {
+    let Some(entry) = state.rendered.get(app) else {
         return WxError::new(40013, "invalid appid").into_response();
     };
     let now_ms = unix_now_ms();
@@ -315,7 +329,7 @@ async fn serve_token(state: &AppState, app: &AppSettings, shape: Shape) -> Respo
     if let Some(body) = served {
         return json_no_store(body);
     }
-    match state.keeper.access_token(&app.id, None).await {
+    match state.keeper.access_token(app, None).await {
         Ok(token) => json_no_store(entry.body(&token, unix_now_ms() / 1000, shape)),
         Err(e) => wx_keeper_error(e).into_response(),
     }
