@@ -80,7 +80,11 @@ wxtoken_config "$WX_PORT" "[store]
 kind = \"sqlite\"
 path = \"$TMP/wxtoken.db\"" >"$TMP/wxtoken.toml"
 wait_for "wechat-emulator" 10 "$RESULTS/emulator.log" curl -fsS "$EMU/_emulator/stats"
+# Pinned to one core, wxtoken runs one worker thread (as under a one-CPU limit); two
+# workers taking turns on one core only add scheduling delay to the tail.
+if [ "$PIN" = 1 ]; then export TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-1}; fi
 "${PIN_SERVER[@]}" "$BIN/wxtoken" serve --config "$TMP/wxtoken.toml" >"$RESULTS/wxtoken.log" 2>&1 &
+unset TOKIO_WORKER_THREADS
 WX_PID=$!
 PIDS+=("$WX_PID")
 wait_for "wxtoken /readyz" 30 "$RESULTS/wxtoken.log" curl -fsS "$WX/readyz"
