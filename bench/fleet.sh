@@ -10,7 +10,13 @@
 #    caches alone (its own SQLite: a token per process), for N = 4 and 8. Targets for the
 #    Redis fleets: upstream token calls <= ideal + 1 (one per 15 s refresh period) and no
 #    failed client call.
-# 2. Serving with Redis: wrk against one `wxtoken serve` on SQLite and one on Redis (a
+# 2. Faults: three instances under 64 clients for FAULT_DURATION seconds meet a fault a
+#    third of the way in: (a) `sigstop`: the instances are `wxtoken serve` processes, the
+#    emulator takes 1 s per token call, and the instance that takes the refresh lease next
+#    is stopped (SIGSTOP) for 3 s, past its 1 s lease, then resumed; (b) `cluster-failover`:
+#    the store is a six-node Redis Cluster (3 masters, 3 replicas, made with redis-cli
+#    --cluster create) and the master serving `{shop}` is killed. Same targets.
+# 3. Serving with Redis: wrk against one `wxtoken serve` on SQLite and one on Redis (a
 #    redis-server this script starts), interleaved, with run.sh's wrk settings. Target:
 #    redis/sqlite req/s >= 0.9.
 #
@@ -18,7 +24,8 @@
 # Env:   FLEET_DURATION=120 CLIENTS=256 INSTANCES=1,4,8 BASELINE=4,8 (BASELINE=none skips it)
 #        DURATION=10s CONNECTIONS=64 THREADS=2 ROUNDS=2 WARMUP=2s   (wrk, as in run.sh)
 #        QUIET_WAIT=180 OTHER_MAX=20 RETRIES=2                     (noise rules, as in run.sh)
-#        SKIP_FLEET=1 or SKIP_WRK=1 runs only the other part
+#        FAULT_DURATION=45 SKIP_FAULTS=1
+#        SKIP_FLEET=1, SKIP_FAULTS=1 or SKIP_WRK=1 skips that part
 #        (a quick run: FLEET_DURATION=20 DURATION=3s ROUNDS=1 WARMUP=1s bash bench/fleet.sh)
 # Output: the tables on stdout. The fleet's output and its servers' log (RUST_LOG=
 #         wxtoken=info: leases, adoptions, fetches), raw wrk outputs, server logs and
@@ -31,6 +38,8 @@ CLIENTS=${CLIENTS:-256}
 INSTANCES=${INSTANCES:-1,4,8}
 BASELINE=${BASELINE:-4,8}
 SKIP_FLEET=${SKIP_FLEET:-}
+SKIP_FAULTS=${SKIP_FAULTS:-}
+FAULT_DURATION=${FAULT_DURATION:-45}
 SKIP_WRK=${SKIP_WRK:-}
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -100,7 +109,41 @@ if [ -z "$SKIP_FLEET" ]; then
     } >>"$RESULTS/summary.txt"
 fi
 
-# ---- 2. serving: redis vs sqlite -----------------------------------------------------------
+# ---- 2. faults -------------------------------------------------------------------------
+FAULTS_OK=skipped
+if [ -z "$SKIP_FAULTS" ]; then
+    FAULTS_OK=PASS
+    for fault in sigstop cluster-failover; do
+        FAULT_ARGS=(--instances 3 --no-baseline --clients 64 --duration "$FAULT_DURATION"
+            --lease-ttl-ms 1000 --fault "$fault")
+        if [ "$fault" = sigstop ]; then
+            FAULT_ARGS+=(--wxtoken-bin "$BIN/wxtoken" --latency-ms 1000 --pause-ms 3000)
+        fi
+        echo
+        echo "== fleet ${FAULT_ARGS[*]}"
+        wait_quiet
+        RC=0
+        RUST_LOG=${RUST_LOG:-warn,wxtoken=info} NO_COLOR=1 \
+            "$BIN/fleet" "${FAULT_ARGS[@]}" 2>"$RESULTS/fault-$fault.log" |
+            tee "$RESULTS/fault-$fault.txt" || RC=$?
+        case $RC in
+        0) ;;
+        1) FAULTS_OK=FAIL ;;
+        *)
+            tail -n 20 "$RESULTS/fault-$fault.log" >&2
+            die "the $fault scenario could not run (exit $RC)"
+            ;;
+        esac
+        {
+            echo
+            grep -E "^   fault:|^   upstream calls at" "$RESULTS/fault-$fault.txt"
+            sed -n '/^| store/,$p' "$RESULTS/fault-$fault.txt"
+        } >>"$RESULTS/summary.txt"
+    done
+    echo "faults: $FAULTS_OK" >>"$RESULTS/summary.txt"
+fi
+
+# ---- 3. serving: redis vs sqlite -----------------------------------------------------------
 RATIO_OK=skipped
 if [ -z "$SKIP_WRK" ]; then
     read -r EMU_PORT REDIS_PORT SQL_PORT RED_PORT <<<"$(free_ports 4)"
@@ -182,9 +225,9 @@ fi
 
 echo
 echo "raw outputs: ${RESULTS#"$ROOT"/}/ (summary.txt)"
-if [[ $FLEET_OK != FAIL && $RATIO_OK != FAIL* ]]; then
-    echo "all targets met (fleet $FLEET_OK, serving ratio $RATIO_OK)"
+if [[ $FLEET_OK != FAIL && $FAULTS_OK != FAIL && $RATIO_OK != FAIL* ]]; then
+    echo "all targets met (fleet $FLEET_OK, faults $FAULTS_OK, serving ratio $RATIO_OK)"
     exit 0
 fi
-echo "targets missed: fleet $FLEET_OK, serving ratio $RATIO_OK"
+echo "targets missed: fleet $FLEET_OK, faults $FAULTS_OK, serving ratio $RATIO_OK"
 exit 1

@@ -55,6 +55,10 @@ use tracing_subscriber::{EnvFilter, filter::LevelFilter};
 use wechat_emulator::{AppCredentials, Config as EmulatorConfig, RunningEmulator};
 use wxtoken::{Server, Settings};
 
+#[path = "fleet/faults.rs"]
+mod faults;
+use faults::{Cluster, Fault};
+
 const APP: &str = "shop";
 const APPID: &str = "wxf1ee7b3e4c5d6a7b";
 const SECRET: &str = "fleet-bench-secret";
@@ -64,6 +68,9 @@ const KEY: &str = "wxt_bench_fleet_read_invalidate_key";
 /// Upper bound for any one HTTP request of a client, so a stuck server shows as a
 /// failure, not a hang.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A token GET that takes this long goes to another instance instead, as a load
+/// balancer would do with an instance that stopped answering (a paused one).
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Upper bound for starting things (redis-server, the servers, their first token) and
 /// for stopping them.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -104,6 +111,25 @@ struct Cli {
     /// The `redis-server` program to run.
     #[arg(long, default_value = "redis-server")]
     redis_server: String,
+    /// A fault the Redis fleets meet mid-run (the baseline meets none).
+    #[arg(long, value_enum, default_value_t = Fault::None)]
+    fault: Fault,
+    /// Seconds into the load when the fault strikes (default: a third of --duration).
+    #[arg(long)]
+    fault_at: Option<u64>,
+    /// --fault sigstop: how long instance 0 stays stopped, in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    pause_ms: u64,
+    /// Milliseconds the emulator takes to answer a token call (a refresh in flight
+    /// that long is what --fault sigstop interrupts).
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// `[store] lease_ttl_ms` of the Redis fleets (wxtoken's default: 5000).
+    #[arg(long)]
+    lease_ttl_ms: Option<u64>,
+    /// --fault sigstop: the `wxtoken` binary, run as one process per instance.
+    #[arg(long)]
+    wxtoken_bin: Option<std::path::PathBuf>,
 }
 
 impl Cli {
@@ -262,8 +288,8 @@ scopes = ["read", "invalidate"]
     )
 }
 
-fn redis_store(url: &str) -> String {
-    format!("[store]\nkind = \"redis\"\nurl = \"{url}\"\n")
+fn redis_store(url: &str, extra: &str) -> String {
+    format!("[store]\nkind = \"redis\"\nurl = \"{url}\"\n{extra}")
 }
 
 fn sqlite_store(path: &std::path::Path) -> String {
@@ -273,11 +299,14 @@ fn sqlite_store(path: &std::path::Path) -> String {
     )
 }
 
-/// One running server and how to stop it.
+/// One running server and how to stop it: in this process, or a `wxtoken serve` child.
 struct Instance {
     base: String,
-    stop: oneshot::Sender<()>,
-    serving: JoinHandle<std::io::Result<()>>,
+    /// A process's owner id in leases.
+    owner: Option<String>,
+    stop: Option<oneshot::Sender<()>>,
+    serving: Option<JoinHandle<std::io::Result<()>>>,
+    process: Option<Child>,
 }
 
 /// Builds one server per config, together (so they start cold at the same moment).
@@ -315,8 +344,10 @@ async fn start_instances(configs: &[String]) -> anyhow::Result<Vec<Instance>> {
         }));
         instances.push(Instance {
             base,
-            stop,
-            serving,
+            owner: None,
+            stop: Some(stop),
+            serving: Some(serving),
+            process: None,
         });
     }
     Ok(instances)
@@ -324,10 +355,15 @@ async fn start_instances(configs: &[String]) -> anyhow::Result<Vec<Instance>> {
 
 async fn stop_instances(instances: Vec<Instance>) {
     let mut tasks = Vec::with_capacity(instances.len());
-    for instance in instances {
+    for mut instance in instances {
+        if let Some(mut child) = instance.process.take() {
+            let _ = child.kill().await;
+        }
         // A send error means the server already stopped; its task says why.
-        let _ = instance.stop.send(());
-        tasks.push(instance.serving);
+        if let Some(stop) = instance.stop.take() {
+            let _ = stop.send(());
+        }
+        tasks.extend(instance.serving.take());
     }
     for task in tasks {
         match tokio::time::timeout(PHASE_TIMEOUT, task).await {
@@ -386,6 +422,8 @@ struct Tally {
     refused_42001: u64,
     /// Calls whose retry, after an invalidation, was accepted.
     recovered: u64,
+    /// Token GETs that an instance did not answer in time, sent to another instance.
+    failovers: u64,
     /// Every token GET, in microseconds.
     token_us: Vec<u32>,
     failures: BTreeMap<String, u64>,
@@ -399,6 +437,7 @@ impl Tally {
         self.refused_40001 += other.refused_40001;
         self.refused_42001 += other.refused_42001;
         self.recovered += other.recovered;
+        self.failovers += other.failovers;
         self.token_us.extend(other.token_us);
         for (why, n) in other.failures {
             self.note_failure(why, n);
@@ -442,6 +481,12 @@ async fn token_of(response: reqwest::Response) -> Result<String, String> {
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| "no access_token in the answer".to_owned())
+}
+
+async fn get_token_within(http: &reqwest::Client, base: &str) -> Result<String, String> {
+    tokio::time::timeout(TOKEN_TIMEOUT, get_token(http, base))
+        .await
+        .unwrap_or_else(|_| Err("timeout".to_owned()))
 }
 
 async fn get_token(http: &reqwest::Client, base: &str) -> Result<String, String> {
@@ -495,11 +540,17 @@ fn micros(d: Duration) -> u32 {
 
 /// One client call: token, API, and on a stale token one invalidation and one retry.
 async fn client_call(load: &Load, tally: &mut Tally) -> Result<(), String> {
-    let i = rand::rng().random_range(0..load.instances.len());
-    let base = &load.instances[i];
+    let mut i = rand::rng().random_range(0..load.instances.len());
     let started = Instant::now();
-    let token = get_token(&load.http, base).await;
+    let mut token = get_token_within(&load.http, &load.instances[i]).await;
+    if token.is_err() && load.instances.len() > 1 {
+        // That instance did not answer: another one will, as behind a load balancer.
+        tally.failovers += 1;
+        i = (i + 1) % load.instances.len();
+        token = get_token_within(&load.http, &load.instances[i]).await;
+    }
     tally.token_us.push(micros(started.elapsed()));
+    let base = &load.instances[i];
     let token = token.map_err(|e| format!("token GET: {e}"))?;
     let code = call_api(load, &token)
         .await
@@ -569,6 +620,8 @@ struct Outcome {
     upstream_at: Vec<f64>,
     warnings: u64,
     errors: u64,
+    /// What the fault did, if the fleet met one.
+    fault_note: Option<String>,
 }
 
 impl Outcome {
@@ -590,15 +643,35 @@ async fn run_fleet(cli: &Cli, kind: Kind, n: usize, logs: &LogCounts) -> anyhow:
     if n == 0 {
         bail!("a fleet needs at least one instance");
     }
-    let redis = match kind {
-        Kind::Redis => Some(RedisServer::start(&cli.redis_server).await?),
-        Kind::Alone => None,
+    let fault = if kind == Kind::Redis {
+        cli.fault
+    } else {
+        Fault::None
     };
+    let (redis, cluster) = match (kind, fault) {
+        (Kind::Redis, Fault::ClusterFailover) => {
+            (None, Some(Cluster::start(&cli.redis_server).await?))
+        }
+        (Kind::Redis, _) => (Some(RedisServer::start(&cli.redis_server).await?), None),
+        (Kind::Alone, _) => (None, None),
+    };
+    let mut store_extra = String::new();
+    if let Some(ms) = cli.lease_ttl_ms {
+        store_extra.push_str(&format!("lease_ttl_ms = {ms}\n"));
+    }
+    if cluster.is_some() {
+        store_extra.push_str("cluster = true\n");
+    }
+    let store_url = redis
+        .as_ref()
+        .map(|r| r.url.clone())
+        .or_else(|| cluster.as_ref().map(Cluster::url));
     let dir = tempfile::tempdir().context("Failed to create a temp dir for the stores")?;
     let emulator: RunningEmulator = wechat_emulator::spawn(EmulatorConfig {
         apps: vec![AppCredentials::new(APPID, SECRET)],
         expires_in: cli.expires_in,
         overlap: Duration::from_secs(cli.overlap),
+        latency: Duration::from_millis(cli.latency_ms),
         ..EmulatorConfig::default()
     })
     .await
@@ -606,8 +679,8 @@ async fn run_fleet(cli: &Cli, kind: Kind, n: usize, logs: &LogCounts) -> anyhow:
     let api_base = emulator.base_url();
     let configs: Vec<String> = (0..n)
         .map(|i| {
-            let store = match &redis {
-                Some(redis) => redis_store(&redis.url),
+            let store = match &store_url {
+                Some(url) => redis_store(url, &store_extra),
                 None => sqlite_store(&dir.path().join(format!("wxtoken-{i}.db"))),
             };
             server_toml(&api_base, &store, cli.refresh_ahead)
@@ -617,7 +690,10 @@ async fn run_fleet(cli: &Cli, kind: Kind, n: usize, logs: &LogCounts) -> anyhow:
     let origin = Instant::now();
     let (stop_watch, watch_stopped) = oneshot::channel();
     let watcher = watch_upstream(emulator.emulator.clone(), origin, watch_stopped);
-    let instances = start_instances(&configs).await?;
+    let instances = match fault {
+        Fault::Sigstop => start_processes(cli, &configs, dir.path()).await?,
+        _ => start_instances(&configs).await?,
+    };
     let http = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .pool_max_idle_per_host(cli.clients)
@@ -649,6 +725,7 @@ async fn run_fleet(cli: &Cli, kind: Kind, n: usize, logs: &LogCounts) -> anyhow:
     let clients: Vec<_> = (0..cli.clients)
         .map(|_| tokio::spawn(client_loop(load.clone())))
         .collect();
+    let fault_task = strike(cli, fault, &instances, store_url.clone(), cluster);
     let mut tally = Tally::default();
     let limit = load.deadline + REQUEST_TIMEOUT * 3 + PHASE_TIMEOUT;
     for client in clients {
@@ -660,6 +737,16 @@ async fn run_fleet(cli: &Cli, kind: Kind, n: usize, logs: &LogCounts) -> anyhow:
     }
     let loaded = load_started.elapsed();
     let kept = origin.elapsed();
+    let (fault_note, cluster) = match fault_task {
+        Some(task) => {
+            let (note, cluster) = task
+                .await
+                .context("The fault task panicked")?
+                .context("The fault could not be made")?;
+            (Some(note), cluster)
+        }
+        None => (None, None),
+    };
     let stats = emulator.emulator.stats().app(APPID);
     let (warn_after, error_after) = logs.snapshot();
     // The receiver lives in the watcher until it returns.
@@ -674,6 +761,7 @@ async fn run_fleet(cli: &Cli, kind: Kind, n: usize, logs: &LogCounts) -> anyhow:
     if let Some(redis) = redis {
         redis.stop().await;
     }
+    drop(cluster);
     drop(emulator);
     drop(dir);
 
@@ -696,7 +784,102 @@ async fn run_fleet(cli: &Cli, kind: Kind, n: usize, logs: &LogCounts) -> anyhow:
         upstream_at,
         warnings: warn_after - warn_before,
         errors: error_after - error_before,
+        fault_note,
     })
+}
+
+/// Starts `wxtoken serve` processes (a signal must stop a whole instance).
+async fn start_processes(
+    cli: &Cli,
+    configs: &[String],
+    dir: &std::path::Path,
+) -> anyhow::Result<Vec<Instance>> {
+    let bin = cli
+        .wxtoken_bin
+        .as_deref()
+        .context("--fault sigstop needs --wxtoken-bin")?;
+    let mut instances = Vec::with_capacity(configs.len());
+    for (i, toml) in configs.iter().enumerate() {
+        let path = dir.join(format!("wxtoken-{i}.toml"));
+        std::fs::write(&path, toml).context("Failed to write an instance's config")?;
+        let process = faults::spawn_process(bin, &path).await?;
+        instances.push(Instance {
+            base: process.base,
+            owner: Some(process.owner),
+            stop: None,
+            serving: None,
+            process: Some(process.child),
+        });
+    }
+    Ok(instances)
+}
+
+/// A fault in progress: it answers with what it did, and hands back a cluster it used.
+type FaultTask = JoinHandle<anyhow::Result<(String, Option<Cluster>)>>;
+
+/// Makes the fleet's fault happen `--fault-at` seconds into the load; the task answers
+/// with what it did.
+fn strike(
+    cli: &Cli,
+    fault: Fault,
+    instances: &[Instance],
+    store_url: Option<String>,
+    cluster: Option<Cluster>,
+) -> Option<FaultTask> {
+    let at = Duration::from_secs(cli.fault_at.unwrap_or(cli.duration / 3));
+    let pause = Duration::from_millis(cli.pause_ms);
+    match fault {
+        Fault::None => None,
+        Fault::Sigstop => {
+            let owners: Vec<(Option<String>, Option<u32>)> = instances
+                .iter()
+                .map(|i| (i.owner.clone(), i.process.as_ref().and_then(Child::id)))
+                .collect();
+            Some(tokio::spawn(async move {
+                let url = store_url.context("no Redis to watch")?;
+                tokio::time::sleep(at).await;
+                let watching = Instant::now();
+                // Stop whichever instance takes the refresh lease next, mid-refresh.
+                let holder = faults::lease_holder(&url).await?;
+                let waited = watching.elapsed();
+                let (index, pid) = owners
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, (owner, pid))| {
+                        (owner.as_deref() == Some(holder.as_str())).then_some((i, *pid))
+                    })
+                    .context("the lease holder is not one of the instances")?;
+                let pid = pid.context("no process id")?;
+                faults::signal(pid, "-STOP")?;
+                tokio::time::sleep(pause).await;
+                faults::signal(pid, "-CONT")?;
+                let note = format!(
+                    "instance {index} stopped (SIGSTOP) while holding the refresh lease, for {} ms \
+                     (past its lease), then resumed; at {:.1} s",
+                    pause.as_millis(),
+                    (at + waited).as_secs_f64()
+                );
+                Ok((note, None))
+            }))
+        }
+        Fault::ClusterFailover => {
+            let mut cluster = cluster?;
+            Some(tokio::spawn(async move {
+                tokio::time::sleep(at).await;
+                let killed = cluster.kill_master_of("{shop}").await?;
+                let started = Instant::now();
+                cluster.wait_ok().await?;
+                let settled = started.elapsed();
+                let note = format!(
+                    "master :{killed} of {{shop}} killed at {:.0} s; cluster ok again {:.1} s later",
+                    at.as_secs_f64(),
+                    settled.as_secs_f64()
+                );
+                // Handed back: the cluster lives until the fleet is done with it.
+                Ok((note, Some(cluster)))
+            }))
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -765,6 +948,13 @@ fn print_detail(o: &mut Outcome) {
             String::new()
         }
     );
+    if let Some(note) = &o.fault_note {
+        println!(
+            "   fault: {note}; {} token GETs went to another instance after {} s without an answer",
+            t.failovers,
+            TOKEN_TIMEOUT.as_secs()
+        );
+    }
     for (why, n) in &t.failures {
         println!("   failed x{n}: {why}");
     }
@@ -788,9 +978,14 @@ fn print_table(cli: &Cli, outcomes: &[Outcome]) {
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |");
     for o in outcomes {
+        let store = match (o.kind, cli.fault) {
+            (Kind::Redis, Fault::Sigstop) => "redis, an instance SIGSTOPped",
+            (Kind::Redis, Fault::ClusterFailover) => "redis cluster, master killed",
+            (kind, _) => kind.name(),
+        };
         println!(
             "| {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} |",
-            o.kind.name(),
+            store,
             o.instances,
             o.kept.as_secs_f64(),
             o.tally.calls,
@@ -884,7 +1079,7 @@ mod tests {
     #[test]
     fn server_configs_are_valid() {
         for store in [
-            redis_store("redis://127.0.0.1:6379"),
+            redis_store("redis://127.0.0.1:6379", "cluster = true\n"),
             sqlite_store(std::path::Path::new("/tmp/x.db")),
         ] {
             let settings = Settings::from_toml(&server_toml("http://127.0.0.1:9", &store, 5));
