@@ -867,3 +867,78 @@ async fn force_refreshes_are_spaced_across_the_fleet() {
         "one force_refresh in 30 s, fleet-wide"
     );
 }
+
+/// A follower waiting for the lease holder must not take a re-store of the very token
+/// a client reported dead (same generation, later expiry) for an answer to the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_is_not_answered_by_a_re_store_of_the_reported_token() {
+    let redis = RedisServer::start().await;
+    let emulator = EmulatorConfig {
+        force_refresh_interval: Duration::ZERO,
+        ..EmulatorConfig::default()
+    };
+    let fleet = spawn_fleet_with(1, "stable", &redis, emulator, "", "").await;
+    let dead = fleet.token(0).await;
+    let store = RedisStore::connect(RedisOptions {
+        url: redis.url(),
+        op_timeout: Duration::from_secs(1),
+        tls_ca_pem: None,
+        cluster: false,
+        seeds: Vec::new(),
+    })
+    .await
+    .expect("connect");
+    let key = CredentialKey::access_token("shop");
+    let stored = store
+        .load(key.clone())
+        .await
+        .expect("load")
+        .expect("stored");
+
+    // Another instance holds the lease for 1.5 s.
+    let mut conn = redis.connection().await;
+    let _: () = redis::cmd("SET")
+        .arg("wxtoken:{shop}:access_token:lease")
+        .arg("another-instance")
+        .arg("PX")
+        .arg(1500)
+        .query_async(&mut conn)
+        .await
+        .expect("set lease");
+    let report = {
+        let http = fleet.http.clone();
+        let url = format!(
+            "{}/v1/apps/shop/access_token/invalidate",
+            fleet.instances[0].base
+        );
+        let dead = dead.clone();
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(KEY)
+                .json(&serde_json::json!({ "access_token": dead }))
+                .send()
+                .await
+                .expect("sent")
+                .json::<Value>()
+                .await
+                .expect("json")
+        })
+    };
+    // While the instance waits for the holder, the holder stores the same token again
+    // with a later expiry (a stable-mode repeat): newer, but no answer to the report.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let restored = Token {
+        expires_at_ms: stored.expires_at_ms + 1000,
+        ..stored.clone()
+    };
+    assert!(store.save(key, restored).await.expect("save"));
+
+    let answer = report.await.expect("report");
+    let token = answer["access_token"].as_str().expect("token");
+    assert_ne!(token, dead, "the reported token came back: {answer}");
+    assert_eq!(answer["refreshed"], true, "{answer}");
+    assert_eq!(
+        fleet.emulator.emulator.check_token(token),
+        TokenCheck::Valid
+    );
+}
