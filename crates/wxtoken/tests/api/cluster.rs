@@ -7,7 +7,6 @@ use tokio::time::Instant;
 use wechat_emulator::{Config as EmulatorConfig, TokenCheck};
 
 use crate::fleet::{short_tokens_run, spawn_fleet_on};
-use crate::helpers::KEY;
 use crate::redis_cluster::RedisCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -54,20 +53,8 @@ async fn a_master_killed_mid_run_loses_no_token_and_costs_at_most_one_fetch() {
 
     // After the failover the stored token is still there: a report refreshes once, and
     // every instance follows.
-    let response: serde_json::Value = fleet
-        .http
-        .post(format!(
-            "{}/v1/apps/shop/access_token/invalidate",
-            fleet.instances[1].base
-        ))
-        .bearer_auth(KEY)
-        .json(&serde_json::json!({ "access_token": first }))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let (status, response) = fleet.invalidate(1, &first).await;
+    assert_eq!(status, 200, "{response}");
     let second = response["access_token"]
         .as_str()
         .unwrap_or_else(|| panic!("{response}"))

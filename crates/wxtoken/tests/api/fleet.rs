@@ -168,6 +168,23 @@ impl Fleet {
         }
     }
 
+    /// Reports `token` dead to instance `i`: the status and the answer.
+    pub async fn invalidate(&self, i: usize, token: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!(
+                "{}/v1/apps/shop/access_token/invalidate",
+                self.instances[i].base
+            ))
+            .bearer_auth(KEY)
+            .json(&serde_json::json!({ "access_token": token }))
+            .send()
+            .await
+            .expect("sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn token(&self, i: usize) -> String {
         let (status, body) = self.get(i, "/v1/apps/shop/access_token").await;
         assert_eq!(status, 200, "instance {i}: {body}");
@@ -646,30 +663,9 @@ async fn a_fleet_shares_one_daily_force_refresh_budget() {
     };
     let keeper = "[keeper]\nforce_refresh_daily_budget = 1\nforce_refresh_min_interval_secs = 0\n";
     let fleet = spawn_fleet_with(2, "stable", &redis, emulator, "", keeper).await;
-    let invalidate = |i: usize, token: String| {
-        let fleet = &fleet;
-        async move {
-            let response = fleet
-                .http
-                .post(format!(
-                    "{}/v1/apps/shop/access_token/invalidate",
-                    fleet.instances[i].base
-                ))
-                .bearer_auth(KEY)
-                .json(&serde_json::json!({ "access_token": token }))
-                .send()
-                .await
-                .expect("sent");
-            let status = response.status().as_u16();
-            (
-                status,
-                response.json::<Value>().await.unwrap_or(Value::Null),
-            )
-        }
-    };
     // A reports its (valid) token dead: WeChat hands it back, so A spends the budget.
     let first = fleet.token(0).await;
-    let (status, body) = invalidate(0, first.clone()).await;
+    let (status, body) = fleet.invalidate(0, &first).await;
     assert_eq!(status, 200, "{body}");
     let second = body["access_token"].as_str().expect("token").to_owned();
     assert_ne!(second, first);
@@ -679,7 +675,7 @@ async fn a_fleet_shares_one_daily_force_refresh_budget() {
         assert!(Instant::now() < deadline, "B never adopted A's token");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let (status, body) = invalidate(1, second).await;
+    let (status, body) = fleet.invalidate(1, &second).await;
     assert_eq!(status, 503, "{body}");
     assert!(
         body["error"]["message"]
@@ -727,19 +723,7 @@ async fn a_slow_store_is_not_taken_for_down_and_nobody_fetches_alone() {
         .await
         .expect("pause");
 
-    let response = fleet
-        .http
-        .post(format!(
-            "{}/v1/apps/shop/access_token/invalidate",
-            fleet.instances[0].base
-        ))
-        .bearer_auth(KEY)
-        .json(&serde_json::json!({ "access_token": token }))
-        .send()
-        .await
-        .expect("sent");
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let (status, body) = fleet.invalidate(0, &token).await;
     assert_eq!(status, 503, "no value without the lease: {body}");
     assert_eq!(
         fleet.calls(),
@@ -821,29 +805,8 @@ async fn force_refreshes_are_spaced_across_the_fleet() {
         ..EmulatorConfig::default()
     };
     let fleet = spawn_fleet_with(2, "stable", &redis, emulator, "", "").await;
-    let invalidate = |i: usize, token: String| {
-        let fleet = &fleet;
-        async move {
-            let response = fleet
-                .http
-                .post(format!(
-                    "{}/v1/apps/shop/access_token/invalidate",
-                    fleet.instances[i].base
-                ))
-                .bearer_auth(KEY)
-                .json(&serde_json::json!({ "access_token": token }))
-                .send()
-                .await
-                .expect("sent");
-            let status = response.status().as_u16();
-            (
-                status,
-                response.json::<Value>().await.unwrap_or(Value::Null),
-            )
-        }
-    };
     let first = fleet.token(0).await;
-    let (status, body) = invalidate(0, first.clone()).await;
+    let (status, body) = fleet.invalidate(0, &first).await;
     assert_eq!(status, 200, "{body}");
     let second = body["access_token"].as_str().expect("token").to_owned();
     assert_ne!(second, first, "A forced a refresh");
@@ -852,7 +815,7 @@ async fn force_refreshes_are_spaced_across_the_fleet() {
         assert!(Instant::now() < deadline, "B never adopted A's token");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let (status, body) = invalidate(1, second).await;
+    let (status, body) = fleet.invalidate(1, &second).await;
     assert_eq!(status, 503, "{body}");
     let message = body["error"]["message"].as_str().expect("message");
     assert!(message.contains("less than 30s ago"), "{body}");
