@@ -130,6 +130,13 @@ Try, in another terminal:
   # the same, with the CLI
   {exe} token demo --server {s} --key {DEMO_KEY}
 
+  # as an unmodified SDK sees it: WeChat's own token endpoint, the client key as secret
+  curl -s "{s}/cgi-bin/token?grant_type=client_credential&appid={DEMO_APPID}&secret={DEMO_KEY}"
+
+  # any WeChat API through wxtoken's gateway (a dead token is refreshed and retried once)
+  curl -s "{s}/cgi-bin/get_api_domain_ip?access_token=$TOKEN"
+  curl -s {auth} {s}/v1/apps/demo/proxy/cgi-bin/get_api_domain_ip
+
   # how many times WeChat (the emulator) was called, and the server's metrics
   curl -s {emulator}/_emulator/stats
   curl -s {s}/metrics

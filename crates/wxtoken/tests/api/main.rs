@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli;
 mod cluster;
+mod demo;
 mod facade;
 mod fencing;
 mod fleet;
