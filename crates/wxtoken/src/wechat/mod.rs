@@ -2,6 +2,7 @@
 //! nothing of the keeper or of HTTP clients; it turns WeChat's answers into values or
 //! classified errors (see [`errcode`]).
 
+pub mod crypto;
 pub mod errcode;
 mod token;
 
