@@ -277,3 +277,47 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod body_limit_tests {
+    use std::time::Duration;
+
+    use secrecy::SecretString;
+
+    use super::*;
+
+    /// An endless answer is cut off at the limit, not read to the end.
+    #[tokio::test]
+    async fn an_answer_past_the_limit_is_refused_while_reading() {
+        let endless = futures::stream::repeat_with(|| {
+            Ok::<_, std::io::Error>(axum::body::Bytes::from_static(&[b' '; 8192]))
+        });
+        let app = axum::Router::new().route(
+            "/cgi-bin/token",
+            axum::routing::get(move || async move { axum::body::Body::from_stream(endless) }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = WechatClient::new(&UpstreamSettings {
+            api_base: base.clone(),
+            wecom_base: base,
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+        })
+        .expect("client");
+        let secret = SecretString::from("s");
+        let answer = client
+            .fetch(FetchRequest::OfficialToken {
+                appid: "wx1",
+                secret: &secret,
+                mode: TokenMode::Classic,
+                force_refresh: false,
+            })
+            .await;
+        let err = answer.expect_err("too large");
+        assert!(err.message.contains("over 65536 bytes"), "{}", err.message);
+    }
+}
