@@ -905,3 +905,128 @@ async fn a_report_is_not_answered_by_a_re_store_of_the_reported_token() {
         TokenCheck::Valid
     );
 }
+
+/// WeCom's 100 ticket fetches an hour per app are the fleet's, not each instance's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wecom_ticket_budgets_are_counted_for_the_whole_fleet() {
+    let redis = RedisServer::start().await;
+    let emulator = wechat_emulator::spawn(EmulatorConfig {
+        wecom_apps: vec![wechat_emulator::WecomCredentials::new(
+            crate::helpers::CORPID,
+            crate::helpers::AGENTID,
+            crate::helpers::WECOM_SECRET,
+        )],
+        // WeChat's own limit out of the way: only wxtoken's budget may refuse.
+        agent_ticket_hourly: 10_000,
+        corp_ticket_hourly: 10_000,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator");
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[store]
+kind = "redis"
+url = "{url}"
+[upstream]
+api_base = "{api}"
+wecom_base = "{api}"
+[[apps]]
+id = "hr"
+kind = "wecom"
+corpid = "{corpid}"
+agentid = {agentid}
+secret = "{secret}"
+[[clients]]
+name = "svc"
+key = "{KEY}"
+apps = ["*"]
+scopes = ["read", "invalidate"]
+"#,
+        url = redis.url(),
+        api = emulator.base_url(),
+        corpid = crate::helpers::CORPID,
+        agentid = crate::helpers::AGENTID,
+        secret = crate::helpers::WECOM_SECRET,
+    );
+    let settings = Settings::from_toml(&toml).expect("config");
+    let mut bases = Vec::new();
+    let mut stops = Vec::new();
+    for _ in 0..2 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let server = Server::build(&settings, listener).await.expect("server");
+        bases.push(format!("http://{}", server.local_addr().expect("addr")));
+        let (tx, rx) = oneshot::channel::<()>();
+        stops.push(tx);
+        tokio::spawn(server.run(async {
+            let _ = rx.await;
+        }));
+    }
+    let http = reqwest::Client::new();
+    // Fetch the agent ticket, then report each value dead so that it is fetched again.
+    let refresh = |base: &str| {
+        let http = http.clone();
+        let base = base.to_owned();
+        async move {
+            let body: Value = http
+                .get(format!("{base}/v1/apps/hr/ticket/agent_config"))
+                .bearer_auth(KEY)
+                .send()
+                .await
+                .expect("sent")
+                .json()
+                .await
+                .expect("json");
+            let Some(ticket) = body["ticket"].as_str() else {
+                return (0, body);
+            };
+            let response = http
+                .post(format!("{base}/v1/apps/hr/ticket/agent_config/invalidate"))
+                .bearer_auth(KEY)
+                .json(&serde_json::json!({ "ticket": ticket }))
+                .send()
+                .await
+                .expect("sent");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let calls = || {
+        emulator
+            .emulator
+            .stats()
+            .app(&wechat_emulator::wecom_key(
+                crate::helpers::CORPID,
+                crate::helpers::AGENTID,
+            ))
+            .ticket_calls
+    };
+    // Instance A spends 60 of the hour's 100.
+    while calls() < 60 {
+        let (status, body) = refresh(&bases[0]).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Instance B, which has fetched nothing itself, gets only the other 40.
+    let mut refused = None;
+    for _ in 0..60 {
+        let (status, body) = refresh(&bases[1]).await;
+        if status != 200 {
+            refused = Some(body);
+            break;
+        }
+    }
+    let refused = refused.expect("B was refused within the fleet's budget");
+    assert!(
+        refused
+            .to_string()
+            .contains("100 ticket fetches an hour per app"),
+        "{refused}"
+    );
+    assert_eq!(calls(), 100, "not one fetch past the fleet's budget");
+    drop(stops);
+}
