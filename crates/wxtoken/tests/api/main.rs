@@ -8,6 +8,7 @@ mod demo;
 mod facade;
 mod fencing;
 mod fleet;
+mod fleet_limits;
 mod gateway;
 mod helpers;
 mod invalidate;
