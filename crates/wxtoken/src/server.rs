@@ -22,6 +22,24 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Drivers mid-call to WeChat get this long to finish and persist.
 const KEEPER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A path that starts with several slashes (`//cgi-bin/token`, from an SDK whose host
+/// was configured with a trailing `/`) is routed as if it had one.
+fn collapse_leading_slashes(mut request: axum::extract::Request) -> axum::extract::Request {
+    let uri = request.uri();
+    if !uri.path().starts_with("//") {
+        return request;
+    }
+    let path = format!("/{}", uri.path().trim_start_matches('/'));
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    if let Ok(fixed) = path_and_query.parse::<axum::http::Uri>() {
+        *request.uri_mut() = fixed;
+    }
+    request
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -180,7 +198,16 @@ impl Server {
             info!("shutting down: draining requests");
             let _ = signalled_tx.send(true);
         };
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(graceful);
+        // `//cgi-bin/token` (an SDK configured with a trailing slash on the host) is
+        // served as `/cgi-bin/token`: routing happens after this.
+        let app = tower::ServiceBuilder::new()
+            .map_request(collapse_leading_slashes)
+            .service(self.router);
+        let serve = axum::serve(
+            self.listener,
+            axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
+        )
+        .with_graceful_shutdown(graceful);
         let drain_deadline = async move {
             let _ = signalled_rx.wait_for(|s| *s).await;
             tokio::time::sleep(DRAIN_TIMEOUT).await;

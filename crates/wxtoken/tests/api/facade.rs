@@ -328,3 +328,19 @@ async fn the_previous_token_is_still_recognised_after_a_refresh() {
     assert!(body["dns"].is_array(), "{body}");
     assert_eq!(app.stats().stale_rejections, 0);
 }
+
+/// WxJava and Senparc append `/cgi-bin/...` to the host they are given: a host
+/// configured with a trailing slash makes `//cgi-bin/...`, which is served all the same.
+#[tokio::test]
+async fn a_doubled_leading_slash_is_served_as_one() {
+    let app = spawn_app().await;
+    let token = app.token().await;
+    let body = wx_get(&app, &format!("/{}", token_query(KEY))).await;
+    assert_eq!(body["access_token"], token.as_str(), "{body}");
+    let body = wx_get(
+        &app,
+        &format!("//cgi-bin/get_api_domain_ip?access_token={token}"),
+    )
+    .await;
+    assert!(body["dns"].is_array(), "{body}");
+}
