@@ -215,6 +215,13 @@ impl Slot {
         let mut held = self.current.load_full();
         loop {
             let token = Arc::new(make(held.as_deref())?);
+            let replaced = held.clone().filter(|old| old.value != token.value);
+            // `previous` first: a reader looking for the held value between the two
+            // stores finds it as current, and after them as previous, never as neither
+            // (the gateway would refuse a token it issued a moment ago).
+            if let Some(old) = &replaced {
+                self.previous.store(Some(old.clone()));
+            }
             let before = self.current.compare_and_swap(&held, Some(token.clone()));
             let swapped = match (before.as_ref(), held.as_ref()) {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -222,12 +229,13 @@ impl Slot {
                 _ => false,
             };
             if swapped {
-                if let Some(old) = held.filter(|old| old.value != token.value) {
+                if replaced.is_some() {
                     self.to_death.store(false, Ordering::Relaxed);
-                    self.previous.store(Some(old));
                 }
                 return Some(token);
             }
+            // Lost the race: `previous` holds a value that was current a moment ago,
+            // which is still one this server issued; the next round sets it right.
             held = arc_swap::Guard::into_inner(before);
         }
     }

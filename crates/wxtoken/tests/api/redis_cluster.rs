@@ -32,43 +32,58 @@ async fn free_port() -> u16 {
     }
 }
 
+/// Starts one cluster node on a free port pair and waits until it answers PING. A port
+/// found free can be taken by a parallel test before redis-server binds it (then the
+/// server exits at once): such a node is started again on other ports.
+async fn start_node(dir: &std::path::Path) -> (u16, Option<Child>) {
+    for _ in 0..5 {
+        let port = free_port().await;
+        let node_dir = dir.join(port.to_string());
+        std::fs::create_dir_all(&node_dir).expect("node dir");
+        let mut child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+            .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
+            // A replica whose master just died may always take over (the default
+            // refuses one that lost its master "too long" ago at this short timeout).
+            .args(["--cluster-replica-validity-factor", "0"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&node_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is installed (./scripts/test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if query::<String>(port, &["PING"]).await.is_some() {
+                return (port, Some(child));
+            }
+            let exited = matches!(child.try_wait(), Ok(Some(_)));
+            if exited || Instant::now() > deadline {
+                let _ = child.kill().await;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    panic!("no cluster node would start in 5 tries");
+}
+
 impl RedisCluster {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes = Vec::new();
         for _ in 0..6 {
-            let port = free_port().await;
-            let node_dir = dir.path().join(port.to_string());
-            std::fs::create_dir(&node_dir).expect("node dir");
-            let child = Command::new("redis-server")
-                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                .args([
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                ])
-                .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
-                // A replica whose master just died may always take over (the default
-                // refuses one that lost its master "too long" ago at this short timeout).
-                .args(["--cluster-replica-validity-factor", "0"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&node_dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("redis-server is installed (./scripts/test installs it)");
-            nodes.push((port, Some(child)));
+            nodes.push(start_node(dir.path()).await);
         }
         let cluster = Self { nodes, _dir: dir };
-        for (port, _) in &cluster.nodes {
-            wait_until(Duration::from_secs(10), || async move {
-                query::<String>(*port, &["PING"]).await.is_some()
-            })
-            .await;
-        }
         let addrs: Vec<String> = cluster
             .nodes
             .iter()
