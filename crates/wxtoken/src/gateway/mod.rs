@@ -298,6 +298,12 @@ fn upstream_error(error: reqwest::Error) -> GatewayError {
     GatewayError::Upstream(error.to_string())
 }
 
+/// Counts a request refused for a token this server did not issue (no app to name).
+pub fn count_refused() {
+    metrics::counter!("wxtoken_gateway_requests_total", "app" => "", "outcome" => "refused")
+        .increment(1);
+}
+
 fn count(app: &AppSettings, outcome: &'static str) {
     metrics::counter!("wxtoken_gateway_requests_total", "app" => app.id.clone(), "outcome" => outcome)
         .increment(1);

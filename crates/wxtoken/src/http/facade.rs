@@ -14,8 +14,6 @@ use std::sync::Mutex;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Request, State};
-use axum::http::HeaderValue;
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::Response;
 use serde::Serialize;
 use tracing::info;
@@ -142,7 +140,10 @@ fn readable<'i>(state: &AppState, ids: &'i [String], key: &str) -> Option<&'i st
 
 /// The first non-empty value of each of `names` in a raw query string, read in one pass
 /// (percent-decoded; borrowed unless decoding changed something).
-fn params<'q, const N: usize>(query: &'q str, names: [&str; N]) -> [Option<Cow<'q, str>>; N] {
+pub(crate) fn params<'q, const N: usize>(
+    query: &'q str,
+    names: [&str; N],
+) -> [Option<Cow<'q, str>>; N] {
     let mut found: [Option<Cow<'q, str>>; N] = std::array::from_fn(|_| None);
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
         if value.is_empty() {
@@ -382,11 +383,7 @@ fn ticket_body(ticket: &Token) -> Response {
         expires_in: ticket.expires_in_secs(unix_now_ms()),
     })
     .unwrap_or_default();
-    let mut response = Response::new(axum::body::Body::from(body));
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    json_no_store(Bytes::from(body))
 }
 
 /// What an SDK is told when the keeper has nothing to give: WeChat's own rate and

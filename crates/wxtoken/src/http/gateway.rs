@@ -47,8 +47,7 @@ pub async fn fallback(State(state): State<AppState>, request: Request) -> Respon
     };
     let app = match state.keeper.issuer_of(&token) {
         None => {
-            metrics::counter!("wxtoken_gateway_requests_total", "app" => "", "outcome" => "refused")
-                .increment(1);
+            crate::gateway::count_refused();
             return WxError::invalid_token().into_response();
         }
         Some((_, Issued::Previous { expired: true })) => {
@@ -175,11 +174,11 @@ async fn login_call(state: &AppState, request: Request) -> Response {
     }
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or_default().to_owned();
-    let param = |name| query_param(&query, name).filter(|v| !v.is_empty());
-    let Some(appid) = param("appid") else {
+    let [appid, key] = facade::params(&query, ["appid", "secret"]);
+    let Some(appid) = appid else {
         return WxError::new(41002, "appid missing").into_response();
     };
-    let Some(key) = param("secret") else {
+    let Some(key) = key else {
         return WxError::new(41004, "appsecret missing").into_response();
     };
     let app = state

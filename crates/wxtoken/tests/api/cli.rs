@@ -32,18 +32,7 @@ async fn get_token(http: &reqwest::Client, base: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_server_with_a_valid_stored_token_makes_no_upstream_call() {
-    let options = Options::default();
-    let emulator = wechat_emulator::spawn(emulator_config(&options))
-        .await
-        .expect("emulator");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("wxtoken.db");
-    let config = dir.path().join("wxtoken.toml");
-    std::fs::write(
-        &config,
-        config_toml(&options, &emulator.base_url(), &db.display().to_string()),
-    )
-    .expect("write config");
+    let (emulator, _dir, config) = emulator_and_config(&Options::default()).await;
     let http = reqwest::Client::new();
     let calls = || emulator.emulator.stats().app(APPID).upstream_token_calls();
 

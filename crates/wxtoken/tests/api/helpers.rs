@@ -157,6 +157,25 @@ async fn start_server(
     (format!("http://{addr}"), tx, handle)
 }
 
+/// An emulator and, in a fresh temp dir, the TOML of a server on it (SQLite beside it):
+/// for tests that run `wxtoken serve` as a process with [`serve`].
+pub async fn emulator_and_config(
+    options: &Options,
+) -> (RunningEmulator, tempfile::TempDir, std::path::PathBuf) {
+    let emulator = wechat_emulator::spawn(emulator_config(options))
+        .await
+        .expect("emulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("wxtoken.db");
+    let config = dir.path().join("wxtoken.toml");
+    std::fs::write(
+        &config,
+        config_toml(options, &emulator.base_url(), &db.display().to_string()),
+    )
+    .expect("write config");
+    (emulator, dir, config)
+}
+
 pub fn emulator_config(options: &Options) -> EmulatorConfig {
     EmulatorConfig {
         apps: vec![AppCredentials::new(APPID, SECRET)],

@@ -47,18 +47,7 @@ async fn upload(base: &str, token: &str, bytes: usize) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_20_mb_upload_streams_through_the_gateway_with_flat_memory() {
-    let options = Options::default();
-    let emulator = wechat_emulator::spawn(emulator_config(&options))
-        .await
-        .expect("emulator");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("wxtoken.toml");
-    let db = dir.path().join("wxtoken.db");
-    std::fs::write(
-        &config,
-        config_toml(&options, &emulator.base_url(), &db.display().to_string()),
-    )
-    .expect("config");
+    let (emulator, _dir, config) = emulator_and_config(&Options::default()).await;
     let server = serve(&config).await;
     let pid = server.child.id().expect("pid");
     let body: Value = reqwest::Client::new()
