@@ -6,7 +6,9 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// What kind of credential a key names. Third-party platform tokens will join this enum.
+/// What kind of credential a key names. A component's token and an authorizer's token
+/// are access tokens too: the app's kind, and the key's authorizer, say which API
+/// fetches them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CredentialKind {
     /// The access_token of an official account, mini program or WeCom app.
@@ -67,33 +69,69 @@ impl CredentialKind {
     }
 }
 
-/// Names one credential: the configured app id (the `{app}` in URLs) and what kind.
+/// Names one credential: the configured app id (the `{app}` in URLs), for a third-party
+/// platform's authorizer also the authorizer's appid, and what kind.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CredentialKey {
-    /// The configured app id, e.g. `shop`; not WeChat's appid.
+    /// The configured app id, e.g. `shop`; not WeChat's appid. For an authorizer's
+    /// credential, the component app's id.
     pub app: String,
+    /// The authorizer's appid, for an authorizer's token or ticket.
+    pub authorizer: Option<String>,
     pub kind: CredentialKind,
 }
 
 impl CredentialKey {
     pub fn access_token(app: impl Into<String>) -> Self {
-        Self {
-            app: app.into(),
-            kind: CredentialKind::AccessToken,
-        }
+        Self::new(app, CredentialKind::AccessToken)
     }
 
     pub fn ticket(app: impl Into<String>, ticket: TicketType) -> Self {
+        Self::new(app, CredentialKind::Ticket(ticket))
+    }
+
+    pub fn new(app: impl Into<String>, kind: CredentialKind) -> Self {
         Self {
             app: app.into(),
-            kind: CredentialKind::Ticket(ticket),
+            authorizer: None,
+            kind,
+        }
+    }
+
+    /// A credential of authorizer `appid` under component app `component`.
+    pub fn of_authorizer(
+        component: impl Into<String>,
+        appid: impl Into<String>,
+        kind: CredentialKind,
+    ) -> Self {
+        Self {
+            app: component.into(),
+            authorizer: Some(appid.into()),
+            kind,
+        }
+    }
+
+    /// Whose credential this is, as stores write it: the app id, or for an authorizer
+    /// `component/appid` (app ids never contain `/`, so the two cannot collide).
+    pub fn scope(&self) -> std::borrow::Cow<'_, str> {
+        match &self.authorizer {
+            None => std::borrow::Cow::Borrowed(&self.app),
+            Some(appid) => std::borrow::Cow::Owned(format!("{}/{appid}", self.app)),
+        }
+    }
+
+    /// The key a store wrote as `scope` (see [`CredentialKey::scope`]) and `kind`.
+    pub fn from_scope(scope: &str, kind: CredentialKind) -> Self {
+        match scope.split_once('/') {
+            Some((app, appid)) => Self::of_authorizer(app, appid, kind),
+            None => Self::new(scope, kind),
         }
     }
 }
 
 impl fmt::Display for CredentialKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.app, self.kind.as_str())
+        write!(f, "{}/{}", self.scope(), self.kind.as_str())
     }
 }
 

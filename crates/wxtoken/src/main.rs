@@ -61,6 +61,27 @@ enum Command {
         #[arg(long)]
         min_ttl: Option<u64>,
     },
+    /// Manage a third-party platform's authorizers on a running server.
+    Authorizers {
+        #[command(subcommand)]
+        command: AuthorizersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuthorizersCommand {
+    /// Re-import every authorizer's refresh token from WeChat's api_get_authorizer_list
+    /// (disaster recovery), paging through all of them. Needs an admin key.
+    Import {
+        /// The component app's id (the `{app}` in URLs).
+        #[arg(long)]
+        app: String,
+        #[arg(long, env = "WXTOKEN_SERVER", default_value = "http://127.0.0.1:7200")]
+        server: String,
+        /// A client key with the admin scope.
+        #[arg(long, env = "WXTOKEN_KEY", hide_env_values = true)]
+        key: String,
+    },
 }
 
 fn init_tracing(default: &str) {
@@ -126,6 +147,9 @@ async fn main() -> ExitCode {
             key,
             min_ttl,
         } => token(&app, &server, &key, min_ttl).await,
+        Command::Authorizers {
+            command: AuthorizersCommand::Import { app, server, key },
+        } => import_authorizers(&app, &server, &key).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -169,6 +193,50 @@ fn keygen(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An error answer of the server as one line: `HTTP 404 app_not_found: ...`.
+fn error_line(status: reqwest::StatusCode, body: &serde_json::Value) -> anyhow::Error {
+    let message = body
+        .pointer("/error/message")
+        .and_then(|m| m.as_str())
+        .unwrap_or("no error message in the answer");
+    let code = body
+        .pointer("/error/code")
+        .and_then(|c| c.as_str())
+        .unwrap_or("?");
+    anyhow::anyhow!("HTTP {status} {code}: {message}")
+}
+
+async fn import_authorizers(app: &str, server: &str, key: &str) -> anyhow::Result<()> {
+    let url = format!(
+        "{}/v1/apps/{app}/authorizers/import",
+        server.trim_end_matches('/')
+    );
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .with_context(|| format!("Failed to reach {server}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .with_context(|| format!("{server} did not answer JSON (HTTP {status})"))?;
+    if !status.is_success() {
+        return Err(error_line(status, &body));
+    }
+    let n = |field: &str| body.get(field).and_then(|v| v.as_u64()).unwrap_or(0);
+    println!(
+        "imported {} authorizers of {app} from WeChat in {} pages: {} added, {} updated, {} unchanged",
+        n("listed"),
+        n("pages"),
+        n("added"),
+        n("updated"),
+        n("unchanged")
+    );
+    Ok(())
+}
+
 async fn token(app: &str, server: &str, key: &str, min_ttl: Option<u64>) -> anyhow::Result<()> {
     let mut url = format!(
         "{}/v1/apps/{app}/access_token",
@@ -193,16 +261,6 @@ async fn token(app: &str, server: &str, key: &str, min_ttl: Option<u64>) -> anyh
             println!("{token}");
             Ok(())
         }
-        _ => {
-            let message = body
-                .pointer("/error/message")
-                .and_then(|m| m.as_str())
-                .unwrap_or("no token in the answer");
-            let code = body
-                .pointer("/error/code")
-                .and_then(|c| c.as_str())
-                .unwrap_or("?");
-            anyhow::bail!("HTTP {status} {code}: {message}")
-        }
+        _ => Err(error_line(status, &body)),
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -10,8 +11,8 @@ use serde::Deserialize;
 
 use super::{
     AppGrant, AppKind, AppSettings, ClientSettings, ConfigError, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_REQUEST_TIMEOUT, GatewaySettings, KeeperSettings, Scope, ServerSettings, Settings,
-    SharedSettings, StoreSettings, TokenMode, UpstreamSettings, invalid, key_digest,
+    DEFAULT_REQUEST_TIMEOUT, GatewaySettings, KeeperSettings, MessageKeys, Scope, ServerSettings,
+    Settings, SharedSettings, StoreSettings, TokenMode, UpstreamSettings, invalid, key_digest,
 };
 
 #[derive(Deserialize, Default)]
@@ -71,6 +72,7 @@ struct RawKeeper {
     ticket_idle_secs: Option<u64>,
     force_refresh_daily_budget: Option<u32>,
     force_refresh_min_interval_secs: Option<u64>,
+    authorizer_refresh_per_sec: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -91,6 +93,8 @@ struct RawApp {
     agentid: Option<i64>,
     secret: Option<String>,
     mode: Option<String>,
+    token: Option<String>,
+    encoding_aes_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -374,6 +378,16 @@ fn keeper_settings(raw: &RawKeeper, store: &RawStore) -> Result<KeeperSettings, 
             .force_refresh_min_interval_secs
             .map(Duration::from_secs)
             .unwrap_or(defaults.force_refresh_min_interval),
+        authorizer_refresh_per_sec: match raw.authorizer_refresh_per_sec {
+            Some(0) => {
+                return Err(invalid(
+                    "keeper.authorizer_refresh_per_sec",
+                    "must be at least 1 (authorizer tokens must be refreshed)",
+                ));
+            }
+            Some(n) => n,
+            None => defaults.authorizer_refresh_per_sec,
+        },
         shared: SharedSettings {
             lease_ttl: positive_ms(
                 "store.lease_ttl_ms",
@@ -433,6 +447,19 @@ fn validate_app(
             Ok(())
         }
     };
+    if raw.kind.as_deref() != Some("component") {
+        not_for(
+            "token",
+            raw.token.is_some(),
+            raw.kind.as_deref().unwrap_or("official"),
+        )?;
+        not_for(
+            "encoding_aes_key",
+            raw.encoding_aes_key.is_some(),
+            raw.kind.as_deref().unwrap_or("official"),
+        )?;
+    }
+    let mut message = None;
     let (kind, appid) = match raw.kind.as_deref().unwrap_or("official") {
         "official" => {
             not_for("corpid", raw.corpid.is_some(), "official")?;
@@ -475,10 +502,46 @@ fn validate_app(
             )
         }
         "component" => {
-            return Err(invalid(
-                key("kind"),
-                "third-party platform apps (\"component\") are not supported by this build yet",
-            ));
+            not_for("corpid", raw.corpid.is_some(), "component")?;
+            not_for("agentid", raw.agentid.is_some(), "component")?;
+            not_for("mode", raw.mode.is_some(), "component")?;
+            let appid = raw
+                .appid
+                .ok_or_else(|| invalid(key("appid"), "is required (the component_appid)"))?;
+            let token = raw.token.ok_or_else(|| {
+                invalid(
+                    key("token"),
+                    "is required for kind = \"component\" (the message token)",
+                )
+            })?;
+            let token = expand(&key("token"), &token)?;
+            if token.is_empty()
+                || token.len() > 32
+                || !token.chars().all(|c| c.is_ascii_alphanumeric())
+            {
+                return Err(invalid(key("token"), "must be 1-32 letters and digits"));
+            }
+            let aes = raw.encoding_aes_key.ok_or_else(|| {
+                invalid(
+                    key("encoding_aes_key"),
+                    "is required for kind = \"component\" (43 characters)",
+                )
+            })?;
+            let aes = expand(&key("encoding_aes_key"), &aes)?;
+            crate::wechat::crypto::MsgCrypt::new(&token, &aes, "check").map_err(|_| {
+                invalid(
+                    key("encoding_aes_key"),
+                    "must be 43 characters of letters and digits (WeChat's EncodingAESKey)",
+                )
+            })?;
+            message = Some(Arc::new(MessageKeys {
+                token: SecretString::from(token),
+                encoding_aes_key: SecretString::from(aes),
+            }));
+            (
+                AppKind::Component,
+                alnum("appid", appid, "wx0123456789abcdef")?,
+            )
         }
         other => {
             return Err(invalid(
@@ -492,6 +555,7 @@ fn validate_app(
         kind,
         appid,
         secret: SecretString::from(secret),
+        message,
     })
 }
 

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -160,6 +161,10 @@ pub struct KeeperSettings {
     pub force_refresh_daily_budget: u32,
     /// WeChat ignores force refreshes less than 30 s apart, so we never send them closer.
     pub force_refresh_min_interval: Duration,
+    /// A component's background refreshes of authorizer tokens are paced to at most
+    /// this many upstream calls per second (per instance); a caller waiting on a token,
+    /// or an authorization being completed, never waits for this pace.
+    pub authorizer_refresh_per_sec: u32,
     /// Coordination with other instances (from `[store]`).
     pub shared: SharedSettings,
 }
@@ -173,6 +178,7 @@ impl Default for KeeperSettings {
             ticket_idle: Duration::from_secs(6 * 3600),
             force_refresh_daily_budget: 10,
             force_refresh_min_interval: Duration::from_secs(30),
+            authorizer_refresh_per_sec: 50,
             shared: SharedSettings::default(),
         }
     }
@@ -185,6 +191,9 @@ pub enum AppKind {
     Official { mode: TokenMode },
     /// A WeCom (企业微信) app: one token per (corp, app secret).
     Wecom { agentid: u64 },
+    /// A third-party platform (开放平台 第三方平台): its component_access_token, and
+    /// the tokens of the accounts that authorized it (created at runtime).
+    Component,
 }
 
 impl AppKind {
@@ -192,6 +201,7 @@ impl AppKind {
         match self {
             AppKind::Official { .. } => "official",
             AppKind::Wecom { .. } => "wecom",
+            AppKind::Component => "component",
         }
     }
 
@@ -200,8 +210,22 @@ impl AppKind {
         match self {
             AppKind::Official { .. } => &[TicketType::Jsapi, TicketType::WxCard],
             AppKind::Wecom { .. } => &[TicketType::Jsapi, TicketType::AgentConfig],
+            // A component has none itself; its authorizers have an official account's.
+            AppKind::Component => &[],
         }
     }
+}
+
+/// The tickets an authorizer (an official account or mini program that authorized a
+/// component) has.
+pub const AUTHORIZER_TICKETS: &[TicketType] = &[TicketType::Jsapi, TicketType::WxCard];
+
+/// A component's message keys: WeChat signs its pushes with `token` and encrypts them
+/// with `encoding_aes_key` (43 characters).
+#[derive(Debug)]
+pub struct MessageKeys {
+    pub token: SecretString,
+    pub encoding_aes_key: SecretString,
 }
 
 /// Which token endpoint an official account uses.
@@ -231,14 +255,16 @@ pub struct AppSettings {
     /// WeChat's appid, or for a WeCom app its corpid.
     pub appid: String,
     pub secret: SecretString,
+    /// A component's message keys (`kind = "component"` only).
+    pub message: Option<Arc<MessageKeys>>,
 }
 
 impl AppSettings {
-    /// The token endpoint of an official account; `None` for WeCom.
+    /// The token endpoint of an official account; `None` for WeCom and components.
     pub fn mode(&self) -> Option<TokenMode> {
         match self.kind {
             AppKind::Official { mode } => Some(mode),
-            AppKind::Wecom { .. } => None,
+            AppKind::Wecom { .. } | AppKind::Component => None,
         }
     }
 
@@ -246,7 +272,7 @@ impl AppSettings {
     pub fn agentid(&self) -> Option<u64> {
         match self.kind {
             AppKind::Wecom { agentid } => Some(agentid),
-            AppKind::Official { .. } => None,
+            AppKind::Official { .. } | AppKind::Component => None,
         }
     }
 }

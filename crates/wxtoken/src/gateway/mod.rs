@@ -153,27 +153,29 @@ impl Gateway {
     /// The upstream base that serves `app`'s APIs.
     pub fn base_of(&self, app: &AppSettings) -> &str {
         match app.kind {
-            AppKind::Official { .. } => &self.inner.api_base,
+            AppKind::Official { .. } | AppKind::Component => &self.inner.api_base,
             AppKind::Wecom { .. } => &self.inner.wecom_base,
         }
     }
 
-    /// Sends `request` for `app` with its current token; retries once with a fresh one
-    /// if WeChat says the token was dead and the body can be sent again.
+    /// Sends `request` for `app` (or for `authorizer` of component `app`) with its
+    /// current token; retries once with a fresh one if WeChat says the token was dead
+    /// and the body can be sent again.
     pub async fn forward(
         &self,
         app: &AppSettings,
+        authorizer: Option<&str>,
         request: Outgoing,
     ) -> Result<Response, GatewayError> {
         let keeper = &self.inner.keeper;
-        let token =
-            keeper
-                .access_token(&app.id, None)
-                .await
-                .map_err(|e| GatewayError::NoToken {
-                    app: app.id.clone(),
-                    reason: e.to_string(),
-                })?;
+        let token = match authorizer {
+            None => keeper.access_token(&app.id, None).await,
+            Some(appid) => keeper.authorizer_token(&app.id, appid, None).await,
+        }
+        .map_err(|e| GatewayError::NoToken {
+            app: app.id.clone(),
+            reason: e.to_string(),
+        })?;
         let Outgoing {
             method,
             path,
@@ -207,7 +209,15 @@ impl Gateway {
             token = %token.redacted(),
             "WeChat says the token is dead; reporting it"
         );
-        let fresh = match keeper.invalidate(&app.id, &token.value).await {
+        let invalidated = match authorizer {
+            None => keeper.invalidate(&app.id, &token.value).await,
+            Some(appid) => {
+                keeper
+                    .invalidate_authorizer(&app.id, appid, &token.value)
+                    .await
+            }
+        };
+        let fresh = match invalidated {
             Ok((fresh, _)) if fresh.value != token.value => fresh,
             Ok(_) | Err(_) => {
                 count(app, "token_rejected");

@@ -17,6 +17,9 @@ pub enum ApiError {
     Unauthenticated(&'static str),
     #[error("{0}")]
     Forbidden(String),
+    /// A push whose msg_signature does not match: not from WeChat.
+    #[error("msg_signature does not match the push: it is not from WeChat")]
+    BadSignature,
     #[error("no app `{0}` is configured")]
     AppNotFound(String),
     #[error("{0}")]
@@ -33,6 +36,22 @@ pub enum ApiError {
     TokenUnavailable {
         message: String,
         retry_in: Option<Duration>,
+    },
+    /// A resource under an app that does not exist (`code` names which).
+    #[error("{message}")]
+    Missing { code: &'static str, message: String },
+    /// An authorizer whose tokens are gone until the merchant authorizes again.
+    #[error("{message}")]
+    Gone { code: &'static str, message: String },
+    /// A component without a verify ticket yet (or one WeChat refused).
+    #[error("{0}")]
+    WaitingForVerifyTicket(String),
+    /// WeChat refused what the client asked (a bad authorization code...).
+    #[error("{message}")]
+    Refused {
+        message: String,
+        wechat_errcode: Option<i64>,
+        rid: Option<String>,
     },
     #[error("{message}")]
     Upstream {
@@ -63,6 +82,7 @@ impl ApiError {
         match self {
             ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::BadSignature => (StatusCode::UNAUTHORIZED, "bad_signature"),
             ApiError::AppNotFound(_) => (StatusCode::NOT_FOUND, "app_not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
@@ -72,6 +92,12 @@ impl ApiError {
             ApiError::TokenUnavailable { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable")
             }
+            ApiError::Missing { code, .. } => (StatusCode::NOT_FOUND, code),
+            ApiError::Gone { code, .. } => (StatusCode::GONE, code),
+            ApiError::WaitingForVerifyTicket(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "waiting_for_verify_ticket")
+            }
+            ApiError::Refused { .. } => (StatusCode::BAD_REQUEST, "wechat_refused"),
             ApiError::Upstream { .. } => (StatusCode::BAD_GATEWAY, "upstream_error"),
         }
     }
@@ -88,6 +114,11 @@ impl IntoResponse for ApiError {
                 ..
             } => (*wechat_errcode, rid.as_deref(), *retry_in),
             ApiError::TokenUnavailable { retry_in, .. } => (None, None, *retry_in),
+            ApiError::Refused {
+                wechat_errcode,
+                rid,
+                ..
+            } => (*wechat_errcode, rid.as_deref(), None),
             _ => (None, None, None),
         };
         let body = Body {
@@ -105,7 +136,7 @@ impl IntoResponse for ApiError {
                 response.headers_mut().insert(header::RETRY_AFTER, v);
             }
         }
-        if status == StatusCode::UNAUTHORIZED {
+        if status == StatusCode::UNAUTHORIZED && code == "unauthenticated" {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -118,6 +149,14 @@ impl From<KeeperError> for ApiError {
     fn from(e: KeeperError) -> Self {
         match e {
             KeeperError::UnknownApp(app) => ApiError::AppNotFound(app),
+            e @ KeeperError::NotAComponent(_) => ApiError::Missing {
+                code: "not_a_component",
+                message: e.to_string(),
+            },
+            e @ KeeperError::UnknownAuthorizer { .. } => ApiError::Missing {
+                code: "authorizer_not_found",
+                message: e.to_string(),
+            },
             e @ KeeperError::NoSuchTicket { .. } => ApiError::BadRequest(e.to_string()),
             KeeperError::Unavailable(message) => ApiError::TokenUnavailable {
                 message,
@@ -140,6 +179,17 @@ impl From<KeeperError> for ApiError {
                         rid: u.rid.clone(),
                         retry_in,
                     }
+                }
+                Failure::Unauthorized(_) => ApiError::Gone {
+                    code: "unauthorized",
+                    message: failure.to_string(),
+                },
+                Failure::NeedsReauthorization(_) => ApiError::Gone {
+                    code: "needs_reauthorization",
+                    message: failure.to_string(),
+                },
+                Failure::WaitingForVerifyTicket(message) => {
+                    ApiError::WaitingForVerifyTicket(message.clone())
                 }
                 other => ApiError::TokenUnavailable {
                     message: other.to_string(),

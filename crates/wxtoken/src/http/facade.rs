@@ -97,6 +97,9 @@ impl Facade {
             let index = match app.kind {
                 AppKind::Official { .. } => &mut facade.official,
                 AppKind::Wecom { .. } => &mut facade.wecom,
+                // A component's token comes from api_component_token, which needs the
+                // verify ticket: no SDK asks /cgi-bin/token for it.
+                AppKind::Component => continue,
             };
             index
                 .entry(app.appid.clone())

@@ -45,21 +45,38 @@ pub async fn fallback(State(state): State<AppState>, request: Request) -> Respon
     let Some(token) = query_param(&query, "access_token").filter(|t| !t.is_empty()) else {
         return WxError::token_missing().into_response();
     };
-    let app = match state.keeper.issuer_of(&token) {
+    let issuer = state
+        .keeper
+        .issuer_of(&token)
+        .map(|(app, issued)| (app.clone(), None, issued))
+        .or_else(|| {
+            state
+                .keeper
+                .authorizer_issuer_of(&token)
+                .map(|(app, appid, issued)| (app.clone(), Some(appid), issued))
+        });
+    let (app, authorizer) = match issuer {
         None => {
             crate::gateway::count_refused();
             return WxError::invalid_token().into_response();
         }
-        Some((_, Issued::Previous { expired: true })) => {
+        Some((_, _, Issued::Previous { expired: true })) => {
             return WxError::new(42001, "access_token expired").into_response();
         }
-        Some((app, _)) => app.clone(),
+        Some((app, authorizer, _)) => (app, authorizer),
     };
-    if let Some(answer) = facade::ticket(&state, &app, &path, &query).await {
-        return answer;
+    if authorizer.is_none() {
+        if let Some(answer) = facade::ticket(&state, &app, &path, &query).await {
+            return answer;
+        }
     }
     match outgoing(request, path, query, &state).await {
-        Ok(out) => wechat_answer(state.gateway.forward(&app, out).await),
+        Ok(out) => wechat_answer(
+            state
+                .gateway
+                .forward(&app, authorizer.as_deref(), out)
+                .await,
+        ),
         Err(e) => body_error(e),
     }
 }
@@ -95,7 +112,7 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
     }
     let query = request.uri().query().unwrap_or_default().to_owned();
     match outgoing(request, path, query, &state).await {
-        Ok(out) => match state.gateway.forward(&app, out).await {
+        Ok(out) => match state.gateway.forward(&app, None, out).await {
             Ok(response) => response,
             Err(GatewayError::NoToken { reason, .. }) => ApiError::TokenUnavailable {
                 message: reason,

@@ -43,6 +43,8 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // Counted at scrape time: one pass over each platform's authorizers.
+    state.keeper.export_authorizer_gauges();
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -25,10 +25,10 @@ fn default_ticket() -> String {
 #[serde(deny_unknown_fields)]
 pub struct ConfigBody {
     /// The page's URL; the fragment is dropped.
-    url: String,
+    pub(super) url: String,
     /// `jsapi` (wx.config) or, for WeCom apps, `agent_config` (wx.agentConfig).
     #[serde(default = "default_ticket")]
-    ticket: String,
+    pub(super) ticket: String,
 }
 
 /// `POST /v1/apps/{app}/jssdk/config` `{"url": "...", "ticket": "jsapi"}`
@@ -40,16 +40,7 @@ pub async fn config(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.authorize(&state, &app, Scope::Read)?;
     let ConfigBody { url, ticket } = parse_json(body)?;
-    if !jssdk::is_page_url(&url) {
-        return Err(ApiError::BadRequest(format!(
-            "field `url` must be the page's absolute http(s) URL, got `{url}`"
-        )));
-    }
-    if ticket == "wx_card" {
-        return Err(ApiError::BadRequest(
-            "field `ticket`: wx_card tickets sign cards, not pages; use /jssdk/card_sign".into(),
-        ));
-    }
+    check_config(&url, &ticket)?;
     let value = state.keeper.ticket(&app, &ticket, None).await?;
     let settings = state
         .keeper
@@ -68,15 +59,38 @@ pub async fn config(
             "signature": signature,
             "url": url,
         }),
-        _ => json!({
-            "appId": settings.appid,
-            "timestamp": timestamp,
-            "nonceStr": nonce,
-            "signature": signature,
-            "url": url,
-        }),
+        _ => page_config(&settings.appid, &value.value, &url),
     };
     Ok(([(CACHE_CONTROL, "no-store")], Json(body)))
+}
+
+/// What `wx.config` needs for a page of `appid`, signed with its jsapi ticket
+/// (`url` without its fragment).
+pub(super) fn page_config(appid: &str, ticket: &str, url: &str) -> Value {
+    let nonce = jssdk::nonce();
+    let timestamp = unix_now_ms() / 1000;
+    json!({
+        "appId": appid,
+        "timestamp": timestamp,
+        "nonceStr": nonce,
+        "signature": jssdk::signature(ticket, &nonce, timestamp, url),
+        "url": url,
+    })
+}
+
+/// Checks a `/jssdk/config` body's URL and ticket type (only page tickets sign pages).
+pub(super) fn check_config(url: &str, ticket: &str) -> Result<(), ApiError> {
+    if !jssdk::is_page_url(url) {
+        return Err(ApiError::BadRequest(format!(
+            "field `url` must be the page's absolute http(s) URL, got `{url}`"
+        )));
+    }
+    if ticket == "wx_card" {
+        return Err(ApiError::BadRequest(
+            "field `ticket`: wx_card tickets sign cards, not pages; use /jssdk/card_sign".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]

@@ -8,6 +8,7 @@ pub mod facade;
 mod gateway;
 mod health;
 mod jssdk;
+mod platform;
 mod tickets;
 mod tokens;
 
@@ -120,6 +121,42 @@ pub fn router(state: AppState) -> Router {
             post(jssdk::card_sign).layer(limited()),
         )
         .route("/v1/apps/{app}/proxy/{*path}", any(gateway::proxy))
+        // Third-party platforms.
+        .route(
+            "/v1/apps/{app}/callback",
+            post(platform::callback).layer(DefaultBodyLimit::max(platform::CALLBACK_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/apps/{app}/authorizers",
+            get(platform::list)
+                .post(platform::authorize)
+                .layer(limited()),
+        )
+        .route(
+            "/v1/apps/{app}/authorizers/auth_url",
+            post(platform::auth_url).layer(limited()),
+        )
+        .route("/v1/apps/{app}/authorizers/import", post(platform::import))
+        .route(
+            "/v1/apps/{app}/authorizers/{appid}/access_token",
+            get(platform::access_token),
+        )
+        .route(
+            "/v1/apps/{app}/authorizers/{appid}/access_token/invalidate",
+            post(platform::invalidate).layer(limited()),
+        )
+        .route(
+            "/v1/apps/{app}/authorizers/{appid}/ticket/{ticket}",
+            get(platform::ticket),
+        )
+        .route(
+            "/v1/apps/{app}/authorizers/{appid}/ticket/{ticket}/invalidate",
+            post(platform::invalidate_ticket).layer(limited()),
+        )
+        .route(
+            "/v1/apps/{app}/authorizers/{appid}/jssdk/config",
+            post(platform::jssdk_config).layer(limited()),
+        )
         // WeChat's own shapes, for SDKs that only change their host.
         .route("/cgi-bin/token", get(facade::token))
         .route(

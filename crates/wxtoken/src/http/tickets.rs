@@ -23,7 +23,10 @@ struct TicketBody<'a> {
     refreshed: Option<bool>,
 }
 
-fn ticket_response(ticket: &Token, refreshed: Option<bool>) -> impl IntoResponse + use<> {
+pub(super) fn ticket_response(
+    ticket: &Token,
+    refreshed: Option<bool>,
+) -> impl IntoResponse + use<> {
     let body = TicketBody {
         ticket: &ticket.value,
         expires_in: ticket.expires_in_secs(unix_now_ms()),

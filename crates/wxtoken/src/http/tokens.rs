@@ -88,7 +88,7 @@ pub fn render_as(token: &Token, second: u64, shape: Shape) -> Bytes {
 
 /// The JSON body for `token` as of wall-clock second `second`. `expires_in` counts from
 /// the end of that second, so it is never more than what is really left.
-fn render(token: &Token, second: u64, refreshed: Option<bool>) -> Bytes {
+pub(super) fn render(token: &Token, second: u64, refreshed: Option<bool>) -> Bytes {
     let body = TokenBody {
         access_token: &token.value,
         expires_in: seconds_left(token, second),

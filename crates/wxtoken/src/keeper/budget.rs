@@ -108,6 +108,7 @@ mod tests {
             kind: AppKind::Wecom { agentid: 1 },
             appid: "ww1".into(),
             secret: SecretString::from("s"),
+            message: None,
         }
     }
 

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::platform::AuthorizerLink;
 use super::schedule::{self, Policy};
 use super::slot::{Demand, ErrorRecord, Slot};
 use super::{Ctx, Failure, KeeperError, shared};
@@ -16,7 +17,7 @@ use crate::config::{AppKind, TokenMode};
 use crate::credential::{
     CredentialKind, TicketType, Token, next_wechat_midnight_ms, unix_now_ms, wechat_day,
 };
-use crate::store::Saved;
+use crate::store::{AuthorizerState, Saved};
 use crate::wechat::{ErrorClass, FetchRequest, Fetched, UpstreamError};
 
 /// In classic mode every fetch costs daily quota (2000) and kills the previous token, so
@@ -114,10 +115,24 @@ async fn run(slot: Arc<Slot>, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>
         // What we hold as we decide: a value adopted from another instance after this
         // point makes the fetch unnecessary (see shared::refresh).
         let seen = slot.current.load_full();
-        let result = match plan(&slot, &ctx, demand.as_ref()) {
+        let planned = plan(&slot, &ctx, demand.as_ref());
+        if let (Plan::Fetch { .. }, None, Some(link)) = (&planned, &demand, &slot.authorizer) {
+            // A background refresh of an authorizer waits for its component's pace; a
+            // caller arriving meanwhile is served at once (the loop takes its demand).
+            tokio::select! {
+                () = link.pacer.acquire() => {}
+                () = slot.wake.notified() => continue,
+                _ = shutdown.changed() => return,
+            }
+        }
+        let result = match planned {
             Plan::Idle => Ok(()),
             Plan::Answer(failure) => Err(failure),
-            Plan::Fetch { invalidating } => refresh(&slot, &ctx, invalidating, seen).await,
+            // Boxed: the refresh's state machine is large and exists only while one
+            // runs, so the sleeping driver of each of many authorizers stays small.
+            Plan::Fetch { invalidating } => {
+                Box::pin(refresh(&slot, &ctx, invalidating, seen)).await
+            }
         };
         if let Some(demand) = demand {
             served = demand.seq;
@@ -138,6 +153,15 @@ fn next_due(slot: &Slot, ctx: &Ctx) -> Instant {
     }
     let now_ms = unix_now_ms();
     if !slot.active(now_ms, ctx.settings.ticket_idle) {
+        return now + DORMANT;
+    }
+    // An authorizer that withdrew (or must renew) its authorization is not refreshed
+    // until it authorizes again (which wakes the driver).
+    if slot
+        .authorizer
+        .as_ref()
+        .is_some_and(|link| link.state() != AuthorizerState::Ok)
+    {
         return now + DORMANT;
     }
     match slot.current.load().as_deref() {
@@ -252,9 +276,17 @@ pub(super) async fn fetch(
     invalidating: Option<String>,
     may_force: bool,
 ) -> Result<(), Arc<Failure>> {
-    match slot.key.kind {
-        CredentialKind::AccessToken => refresh_token(slot, ctx, invalidating, may_force).await,
-        CredentialKind::Ticket(ticket) => refresh_ticket(slot, ctx, ticket).await,
+    match (slot.key.kind, slot.app.kind, &slot.authorizer) {
+        (CredentialKind::AccessToken, AppKind::Component, None) => {
+            refresh_component(slot, ctx).await
+        }
+        (CredentialKind::AccessToken, AppKind::Component, Some(link)) => {
+            refresh_authorizer(slot, ctx, link).await
+        }
+        (CredentialKind::AccessToken, _, _) => {
+            refresh_token(slot, ctx, invalidating, may_force).await
+        }
+        (CredentialKind::Ticket(ticket), _, _) => refresh_ticket(slot, ctx, ticket).await,
     }
 }
 
@@ -276,7 +308,7 @@ async fn refresh_token(
             mode,
             force_refresh,
         },
-        AppKind::Wecom { .. } => FetchRequest::WecomToken {
+        AppKind::Wecom { .. } | AppKind::Component => FetchRequest::WecomToken {
             corpid: &slot.app.appid,
             secret: &slot.app.secret,
         },
@@ -303,6 +335,133 @@ async fn refresh_token(
     }
     slot.health().last_force_ms = Some(unix_now_ms());
     install(slot, ctx, call(slot, ctx, request(true)).await?).await;
+    Ok(())
+}
+
+/// A component's token, which needs the newest verify ticket WeChat pushed (read from
+/// the store, where whichever instance received the push put it). Without one, or with
+/// one WeChat refuses, the component waits for the next push rather than retrying.
+async fn refresh_component(slot: &Slot, ctx: &Ctx) -> Result<(), Arc<Failure>> {
+    let ticket = ctx
+        .store
+        .load_verify_ticket(slot.app.id.clone())
+        .await
+        .map_err(|e| {
+            Arc::new(Failure::Unavailable(format!(
+                "could not read the component_verify_ticket from the store: {e}"
+            )))
+        })?;
+    let Some(ticket) = ticket else {
+        return Err(Arc::new(Failure::WaitingForVerifyTicket(
+            "no component_verify_ticket has arrived yet: WeChat pushes one to \
+             POST /v1/apps/{component}/callback every ten minutes once the platform's \
+             event URL points there"
+                .replace("{component}", &slot.app.id),
+        )));
+    };
+    let request = FetchRequest::ComponentToken {
+        component_appid: &slot.app.appid,
+        secret: &slot.app.secret,
+        verify_ticket: &ticket.value,
+    };
+    match call(slot, ctx, request).await {
+        Ok(fetched) => {
+            install(slot, ctx, fetched).await;
+            Ok(())
+        }
+        Err(failure) => match failure.as_ref() {
+            Failure::Upstream(e) if matches!(e.errcode, Some(61005 | 61006)) => {
+                Err(Arc::new(Failure::WaitingForVerifyTicket(format!(
+                    "WeChat refused the component_verify_ticket ({}: {}); waiting for the next push",
+                    e.errcode.unwrap_or_default(),
+                    e.message
+                ))))
+            }
+            _ => Err(failure),
+        },
+    }
+}
+
+/// An authorizer's token, from its refresh token and the component's token. The
+/// refresh token WeChat returns with it is persisted before the token is installed:
+/// losing it would mean the merchant authorizes again by hand.
+async fn refresh_authorizer(
+    slot: &Slot,
+    ctx: &Ctx,
+    link: &AuthorizerLink,
+) -> Result<(), Arc<Failure>> {
+    let appid = slot.key.authorizer.as_deref().unwrap_or_default();
+    link.check_state(appid)?;
+    let parent = slot
+        .parent
+        .as_ref()
+        .expect("every authorizer slot is built with its component's token slot");
+    if ctx.store.coordination().is_some() {
+        // Another instance may have refreshed (and rotated the refresh token) last.
+        link.sync(ctx, &slot.key.app, appid).await;
+        link.check_state(appid)?;
+    }
+    let mut component_token = parent
+        .obtain(None, &ctx.settings)
+        .await
+        .map_err(from_parent)?;
+    let mut retried_token = false;
+    let mut retried_record = false;
+    let fetched = loop {
+        let refresh_token = link.record().refresh_token.clone();
+        let request = FetchRequest::AuthorizerToken {
+            component_token: &component_token.value,
+            component_appid: &slot.app.appid,
+            authorizer_appid: appid,
+            refresh_token: &refresh_token,
+        };
+        match call(slot, ctx, request).await {
+            Ok(fetched) => break fetched,
+            Err(failure) => {
+                let errcode = match failure.as_ref() {
+                    Failure::Upstream(e) => e.errcode,
+                    _ => None,
+                };
+                if failure.class() == ErrorClass::Refresh && !retried_token {
+                    retried_token = true;
+                    info!(credential = %slot.key, "WeChat says the component token is dead; refreshing it and retrying once");
+                    component_token = parent
+                        .invalidate(&component_token.value, &ctx.settings)
+                        .await
+                        .map_err(from_parent)?
+                        .0;
+                    continue;
+                }
+                if errcode == Some(61023)
+                    && !retried_record
+                    && link.sync(ctx, &slot.key.app, appid).await
+                {
+                    // Another instance rotated the refresh token meanwhile: use its.
+                    retried_record = true;
+                    continue;
+                }
+                let state = match errcode {
+                    Some(61023) => AuthorizerState::NeedsReauthorization,
+                    Some(61003) => AuthorizerState::Unauthorized,
+                    _ => return Err(failure),
+                };
+                warn!(credential = %slot.key, errcode, state = state.as_str(), "WeChat refused the authorizer's refresh token");
+                link.set_state(ctx, &slot.key.app, state).await;
+                return Err(link.check_state(appid).err().unwrap_or(failure));
+            }
+        }
+    };
+    if let Some(rotated) = fetched.0.refresh_token.as_deref() {
+        link.persist_refresh_token(ctx, &slot.key.app, rotated)
+            .await
+            .map_err(|e| {
+                Arc::new(Failure::Unavailable(format!(
+                    "could not store the authorizer's new refresh token ({e}); its token is \
+                     not served until it is stored"
+                )))
+            })?;
+    }
+    install(slot, ctx, fetched).await;
     Ok(())
 }
 
@@ -494,7 +653,11 @@ async fn call_once(
     }
 }
 
-async fn install(slot: &Slot, ctx: &Ctx, (fetched, started_ms): (Fetched, u64)) -> Arc<Token> {
+pub(super) async fn install(
+    slot: &Slot,
+    ctx: &Ctx,
+    (fetched, started_ms): (Fetched, u64),
+) -> Arc<Token> {
     let mut renewed = true;
     let mut repeat_until_death = false;
     // Built against the value held at the moment of the swap (a value adopted from
@@ -549,8 +712,11 @@ async fn install(slot: &Slot, ctx: &Ctx, (fetched, started_ms): (Fetched, u64)) 
     }
     slot.outcome.send_modify(|o| o.installs += 1);
     let kind = slot.key.kind.as_str();
-    metrics::gauge!("wxtoken_token_expires_at_seconds", "app" => slot.key.app.clone(), "kind" => kind)
-        .set((token.expires_at_ms / 1000) as f64);
+    // One series per app, never per authorizer (a platform may have 100,000).
+    if !slot.of_authorizer() {
+        metrics::gauge!("wxtoken_token_expires_at_seconds", "app" => slot.key.app.clone(), "kind" => kind)
+            .set((token.expires_at_ms / 1000) as f64);
+    }
     info!(
         app = %slot.key.app,
         kind,
@@ -644,8 +810,10 @@ fn take_stored(slot: &Slot, ctx: &Ctx, stored: Token, over: bool) -> bool {
         expires_in = expires_at_ms.saturating_sub(now_ms) / 1000,
         "adopted the value another instance stored"
     );
-    metrics::gauge!("wxtoken_token_expires_at_seconds", "app" => slot.key.app.clone(), "kind" => kind)
-        .set((expires_at_ms / 1000) as f64);
+    if !slot.of_authorizer() {
+        metrics::gauge!("wxtoken_token_expires_at_seconds", "app" => slot.key.app.clone(), "kind" => kind)
+            .set((expires_at_ms / 1000) as f64);
+    }
     {
         let mut health = slot.health();
         health.refresh_at = Some(Instant::now() + delay);

@@ -7,6 +7,7 @@
 
 mod budget;
 mod driver;
+mod platform;
 pub mod schedule;
 mod shared;
 mod slot;
@@ -21,13 +22,17 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::info;
 
-use crate::config::{AppSettings, KeeperSettings};
+use crate::config::{AppKind, AppSettings, KeeperSettings};
 use crate::credential::{
     CredentialKey, CredentialKind, TicketType, Token, unix_now_ms, wechat_day,
 };
 use crate::store::{DEAD_VALUE_GRACE_MS, Pruned, Store, StoreError, USAGE_KEEP_DAYS};
 use crate::wechat::{API_NAMES, ErrorClass, TokenApi, UpstreamError};
 use budget::TicketBudget;
+pub use platform::{
+    AuthorizerCounts, AuthorizerPage, AuthorizerView, ComponentStatus, ImportReport, PushError,
+    Pushed, valid_appid,
+};
 use slot::{Health, Slot};
 pub use status::{AppStatus, ErrorStatus, TicketStatus, TokenStatus};
 
@@ -44,6 +49,17 @@ pub enum Failure {
     /// No value and no upstream error to show (e.g. a ticket whose token is missing).
     #[error("{0}")]
     Unavailable(String),
+    /// A component cannot fetch its token before WeChat pushes a verify ticket (or
+    /// WeChat refused the one held: 61005, 61006); a new push wakes it.
+    #[error("{0}")]
+    WaitingForVerifyTicket(String),
+    /// The authorizer withdrew its authorization: nothing is fetched for it any more.
+    #[error("authorizer {0} has withdrawn its authorization")]
+    Unauthorized(String),
+    /// WeChat refused the authorizer's refresh token (61023): the merchant must
+    /// authorize again.
+    #[error("authorizer {0} must authorize again: WeChat refused its refresh token")]
+    NeedsReauthorization(String),
 }
 
 impl Failure {
@@ -51,7 +67,10 @@ impl Failure {
     pub fn class(&self) -> ErrorClass {
         match self {
             Failure::Upstream(e) => e.class,
-            Failure::ForceRefused(_) => ErrorClass::Configuration,
+            Failure::ForceRefused(_)
+            | Failure::WaitingForVerifyTicket(_)
+            | Failure::Unauthorized(_)
+            | Failure::NeedsReauthorization(_) => ErrorClass::Configuration,
             Failure::Unavailable(_) => ErrorClass::Transient,
         }
     }
@@ -62,6 +81,10 @@ impl Failure {
 pub enum KeeperError {
     #[error("no app `{0}` is configured")]
     UnknownApp(String),
+    #[error("app `{0}` is not a third-party platform (kind = \"component\")")]
+    NotAComponent(String),
+    #[error("component `{component}` has no authorizer `{appid}`")]
+    UnknownAuthorizer { component: String, appid: String },
     /// The app's kind has no such ticket.
     #[error("ticket type `{ticket}` is not available for a {kind} app; allowed: {allowed}")]
     NoSuchTicket {
@@ -79,6 +102,16 @@ pub enum KeeperError {
     /// No value can be given for another reason (min_ttl not met in time, shutting down).
     #[error("{0}")]
     Unavailable(String),
+}
+
+impl KeeperError {
+    /// A failure that is not WeChat's answer to this request (a state, a wait).
+    pub(crate) fn from_failure(failure: impl Into<Arc<Failure>>) -> Self {
+        KeeperError::Upstream {
+            failure: failure.into(),
+            retry_in: None,
+        }
+    }
 }
 
 /// How a token value presented by a client relates to what this server issued.
@@ -179,6 +212,8 @@ pub struct Keeper {
 struct Inner {
     /// Fixed at start; runtime app management will make this swappable.
     apps: HashMap<String, AppSlots>,
+    /// The component apps' platforms (their authorizers are added at runtime).
+    platforms: HashMap<String, Arc<platform::Platform>>,
     /// App ids in configuration order, for listings.
     order: Vec<String>,
     ctx: Arc<Ctx>,
@@ -216,10 +251,7 @@ impl Keeper {
                     .map(|t| CredentialKind::Ticket(*t)),
             );
             for kind in kinds {
-                let key = CredentialKey {
-                    app: app.id.clone(),
-                    kind,
-                };
+                let key = CredentialKey::new(app.id.clone(), kind);
                 if let Some(token) = store.load(key.clone()).await? {
                     stored.insert(key, token);
                 }
@@ -242,10 +274,7 @@ impl Keeper {
         let mut all = Vec::new();
         for app in apps {
             let mut make = |kind: CredentialKind, parent: Option<Arc<Slot>>| {
-                let key = CredentialKey {
-                    app: app.id.clone(),
-                    kind,
-                };
+                let key = CredentialKey::new(app.id.clone(), kind);
                 let token = stored.remove(&key);
                 let mut health = Health {
                     day: day.clone(),
@@ -288,10 +317,26 @@ impl Keeper {
         }
 
         let (shutdown, _) = watch::channel(false);
+        let mut platforms = HashMap::new();
+        let mut authorizer_slots = Vec::new();
+        for app in apps.iter().filter(|a| a.kind == AppKind::Component) {
+            let Some(slots) = built.get(&app.id) else {
+                continue;
+            };
+            let pacer = platform::Pacer::start(
+                ctx.settings.authorizer_refresh_per_sec,
+                shutdown.subscribe(),
+            );
+            let platform = platform::Platform::new(slots.token.clone(), pacer)
+                .map_err(|e| StoreError::Corrupt(format!("app {}: {e}", app.id)))?;
+            authorizer_slots.extend(platform::load(&platform, &ctx).await?);
+            platforms.insert(app.id.clone(), Arc::new(platform));
+        }
         let apps_now: Vec<String> = apps.iter().map(|a| a.id.clone()).collect();
         prune(ctx.store.as_ref(), &apps_now).await;
         let mut drivers: Vec<JoinHandle<()>> = all
             .iter()
+            .chain(&authorizer_slots)
             .map(|slot| {
                 tokio::spawn(driver::supervise(
                     slot.clone(),
@@ -305,25 +350,52 @@ impl Keeper {
             apps_now,
             shutdown.subscribe(),
         )));
-        if let Some(coordination) = ctx.store.coordination() {
-            let updates = coordination.updates();
-            info!(owner = %ctx.owner, "sharing the store with other instances");
-            drivers.push(tokio::spawn(shared::follow(
-                all,
-                ctx.clone(),
-                updates,
-                shutdown.subscribe(),
-            )));
-        }
-        Ok(Self {
+        let keeper = Self {
             inner: Arc::new(Inner {
                 apps: built,
+                platforms,
                 order,
-                ctx,
+                ctx: ctx.clone(),
                 shutdown,
                 drivers: Mutex::new(drivers),
             }),
-        })
+        };
+        if let Some(coordination) = ctx.store.coordination() {
+            let updates = coordination.updates();
+            info!(owner = %ctx.owner, "sharing the store with other instances");
+            let follower = tokio::spawn(shared::follow(
+                all,
+                Arc::downgrade(&keeper.inner),
+                ctx.clone(),
+                updates,
+                keeper.inner.shutdown.subscribe(),
+            ));
+            keeper
+                .inner
+                .drivers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(follower);
+        }
+        Ok(keeper)
+    }
+
+    /// The slot of `key`, wherever it lives (an app's, or an authorizer's).
+    pub(crate) fn slot_of(&self, key: &CredentialKey) -> Option<Arc<Slot>> {
+        match &key.authorizer {
+            None => {
+                let app = self.inner.apps.get(&key.app)?;
+                match key.kind {
+                    CredentialKind::AccessToken => Some(app.token.clone()),
+                    CredentialKind::Ticket(t) => app
+                        .tickets
+                        .iter()
+                        .find(|(kind, _)| *kind == t)
+                        .map(|(_, slot)| slot.clone()),
+                }
+            }
+            Some(appid) => self.inner.platforms.get(&key.app)?.slot_of(appid, key.kind),
+        }
     }
 
     /// The keeper's timing rules and budgets.
@@ -479,7 +551,9 @@ impl Keeper {
     pub fn status(&self, app: &str) -> Option<AppStatus> {
         let slots = self.inner.apps.get(app)?;
         let tickets: Vec<&Slot> = slots.tickets.iter().map(|(_, s)| s.as_ref()).collect();
-        Some(status::of(&slots.token, &tickets, &self.inner.ctx.settings))
+        let mut status = status::of(&slots.token, &tickets, &self.inner.ctx.settings);
+        status.component = self.component_status(app);
+        Some(status)
     }
 
     /// Stops every driver (in-flight upstream calls are awaited up to `grace`).

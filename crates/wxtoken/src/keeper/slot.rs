@@ -144,6 +144,9 @@ pub(crate) struct Slot {
     pub wake: Notify,
     pub outcome: watch::Sender<Outcome>,
     pub health: Mutex<Health>,
+    /// An authorizer's token: its record (refresh token, state) and its component's
+    /// pace of background refreshes.
+    pub authorizer: Option<Arc<super::platform::AuthorizerLink>>,
 }
 
 impl Slot {
@@ -167,7 +170,31 @@ impl Slot {
             wake: Notify::new(),
             outcome: watch::Sender::new(Outcome::default()),
             health: Mutex::new(health),
+            authorizer: None,
         }
+    }
+
+    /// This slot as an authorizer's token, linked to its record.
+    pub fn linked(mut self, link: Arc<super::platform::AuthorizerLink>) -> Self {
+        self.authorizer = Some(link);
+        self
+    }
+
+    /// Whether this is one of a platform's authorizers' credentials (counted and
+    /// measured per component, never per authorizer).
+    pub fn of_authorizer(&self) -> bool {
+        self.key.authorizer.is_some()
+    }
+
+    /// Drops any backoff and wakes the driver: what it was waiting for (a verify
+    /// ticket, a new authorization) has arrived.
+    pub fn retry_now(&self) {
+        {
+            let mut health = self.health();
+            health.backoff_until = None;
+            health.backoff_class = None;
+        }
+        self.wake.notify_one();
     }
 
     /// The refresh rule this credential follows.
@@ -453,6 +480,7 @@ mod tests {
             },
             appid: "wx1".into(),
             secret: SecretString::from("s"),
+            message: None,
         };
         Slot::new(
             CredentialKey::access_token("shop"),

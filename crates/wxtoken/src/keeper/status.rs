@@ -26,7 +26,8 @@ pub struct AppStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<&'static str>,
     /// The access token's state: `ok`, `no_token`, `backoff` (transient), `rate_limited`,
-    /// `quota_exhausted`, or `configuration_error`.
+    /// `quota_exhausted`, `configuration_error`, or (a component)
+    /// `waiting_for_verify_ticket`.
     pub state: &'static str,
     pub token: Option<TokenStatus>,
     /// Seconds until the next proactive refresh, or until the next retry when backing off.
@@ -40,6 +41,9 @@ pub struct AppStatus {
     pub last_error: Option<ErrorStatus>,
     /// The app's tickets by type; `state` is `not_requested` until one is first asked for.
     pub tickets: BTreeMap<&'static str, TicketStatus>,
+    /// A third-party platform's authorizers (counts by state) and verify ticket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub component: Option<super::ComponentStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,7 +93,12 @@ fn part(slot: &Slot, none: &'static str) -> Part {
     let has_value = value
         .as_deref()
         .is_some_and(|t| serveable(t, now_ms, Duration::ZERO));
+    let waiting = health
+        .last_error
+        .as_ref()
+        .is_some_and(|e| matches!(*e.failure, Failure::WaitingForVerifyTicket(_)));
     let state = match (health.backing_off(now), has_value) {
+        (Some(_), false) if waiting => "waiting_for_verify_ticket",
         (Some(ErrorClass::Configuration), _) => "configuration_error",
         (Some(ErrorClass::QuotaExhausted), _) => "quota_exhausted",
         (Some(ErrorClass::RateLimited), _) => "rate_limited",
@@ -117,6 +126,9 @@ fn part(slot: &Slot, none: &'static str) -> Part {
                 Failure::Upstream(u) => (u.class.as_str(), u.errcode, u.rid.clone()),
                 Failure::ForceRefused(_) => ("force_refused", None, None),
                 Failure::Unavailable(_) => ("unavailable", None, None),
+                Failure::WaitingForVerifyTicket(_) => ("waiting_for_verify_ticket", None, None),
+                Failure::Unauthorized(_) => ("unauthorized", None, None),
+                Failure::NeedsReauthorization(_) => ("needs_reauthorization", None, None),
             };
             ErrorStatus {
                 class,
@@ -176,5 +188,6 @@ pub(super) fn of(token: &Slot, tickets: &[&Slot], settings: &KeeperSettings) -> 
         consecutive_failures: main.consecutive_failures,
         last_error: main.last_error,
         tickets,
+        component: None,
     }
 }

@@ -66,6 +66,88 @@ pub struct UsageRow {
     pub calls: u64,
 }
 
+/// A component_verify_ticket as WeChat pushed it (every ten minutes, valid 12 hours).
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifyTicket {
+    pub value: String,
+    /// WeChat's `CreateTime` (unix seconds): the newest ticket wins, whatever order the
+    /// pushes arrive in.
+    pub created_at: u64,
+}
+
+impl std::fmt::Debug for VerifyTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyTicket")
+            .field("value", &crate::credential::Redacted(&self.value))
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// Where an authorizer stands with its component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthorizerState {
+    /// Authorized, and its refresh token works.
+    Ok,
+    /// WeChat refused its refresh token (61023): the merchant must authorize again.
+    NeedsReauthorization,
+    /// The merchant withdrew the authorization (the `unauthorized` event).
+    Unauthorized,
+}
+
+impl AuthorizerState {
+    pub const ALL: [AuthorizerState; 3] = [
+        AuthorizerState::Ok,
+        AuthorizerState::NeedsReauthorization,
+        AuthorizerState::Unauthorized,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthorizerState::Ok => "ok",
+            AuthorizerState::NeedsReauthorization => "needs_reauthorization",
+            AuthorizerState::Unauthorized => "unauthorized",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+}
+
+/// What a component keeps of one authorizer, durably: above all its refresh token,
+/// whose loss means the merchant must authorize again by hand.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthorizerRecord {
+    /// The authorizer's appid.
+    pub appid: String,
+    /// The latest authorizer_refresh_token WeChat returned.
+    pub refresh_token: String,
+    pub state: AuthorizerState,
+    /// The permission sets granted (`func_info[].funcscope_category.id`).
+    pub func_info: Vec<u64>,
+    /// Unix ms of the (latest) authorization.
+    pub authorized_at_ms: u64,
+    /// Bumped by every change: a write never replaces a record of a higher version.
+    pub version: u64,
+}
+
+impl std::fmt::Debug for AuthorizerRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorizerRecord")
+            .field("appid", &self.appid)
+            .field(
+                "refresh_token",
+                &crate::credential::Redacted(&self.refresh_token),
+            )
+            .field("state", &self.state)
+            .field("func_info", &self.func_info)
+            .field("authorized_at_ms", &self.authorized_at_ms)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
 /// Durable state. Methods take owned values so that implementations can move them onto
 /// a worker thread or into a network call.
 pub trait Store: Send + Sync + 'static {
@@ -101,6 +183,59 @@ pub trait Store: Send + Sync + 'static {
         Box::pin(async { Ok(Pruned::default()) })
     }
 
+    /// Keeps `ticket` as `component`'s verify ticket unless a newer one (a later
+    /// `created_at`) is stored. Returns whether it was written.
+    fn save_verify_ticket(
+        &self,
+        component: String,
+        ticket: VerifyTicket,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// `component`'s newest verify ticket.
+    fn load_verify_ticket(
+        &self,
+        component: String,
+    ) -> BoxFuture<'_, Result<Option<VerifyTicket>, StoreError>>;
+
+    /// Writes an authorizer's record unless one of the same or a higher version is
+    /// stored. Returns whether it was written. Durable when it returns.
+    fn save_authorizer(
+        &self,
+        component: String,
+        record: AuthorizerRecord,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// One authorizer's record.
+    fn load_authorizer(
+        &self,
+        component: String,
+        appid: String,
+    ) -> BoxFuture<'_, Result<Option<AuthorizerRecord>, StoreError>>;
+
+    /// Up to `limit` records of `component` with appids after `after`, in appid order
+    /// (a page of a listing, or of the load at start).
+    fn list_authorizers(
+        &self,
+        component: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<AuthorizerRecord>, StoreError>>;
+
+    /// The stored values of many credentials at once (an authorizer's token each, at
+    /// start), in the order asked.
+    fn load_many(
+        &self,
+        keys: Vec<CredentialKey>,
+    ) -> BoxFuture<'_, Result<Vec<Option<Token>>, StoreError>> {
+        Box::pin(async move {
+            let mut found = Vec::with_capacity(keys.len());
+            for key in keys {
+                found.push(self.load(key).await?);
+            }
+            Ok(found)
+        })
+    }
+
     /// Whether the store answers (readiness).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 
@@ -122,6 +257,8 @@ pub enum Update {
     Stored(CredentialKey, Generation),
     /// Announcements may have been missed (the connection dropped): compare everything.
     Resync,
+    /// An authorizer of component `.0` (appid `.1`) was added or changed its state.
+    Authorizer(String, String),
 }
 
 /// What a fenced write did.

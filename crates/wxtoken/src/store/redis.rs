@@ -23,7 +23,10 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::{Coordination, Saved, Store, StoreError, Update, UsageRow};
+use super::{
+    AuthorizerRecord, AuthorizerState, Coordination, Saved, Store, StoreError, Update, UsageRow,
+    VerifyTicket,
+};
 use crate::credential::{CredentialKey, CredentialKind, Token};
 
 /// The pub/sub channel new generations are announced on (not a key: no slot).
@@ -95,6 +98,71 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 "#;
 
+/// Keeps the newer verify ticket (by WeChat's CreateTime).
+const TICKET_LUA: &str = r#"
+local cur = redis.call('HGET', KEYS[1], 'created_at')
+if cur and tonumber(cur) > tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'value', ARGV[1], 'created_at', ARGV[2])
+return 1
+"#;
+
+/// Writes an authorizer's record (`version|json` in the component's hash) unless one of
+/// the same or a higher version is stored, indexes its appid for paging, and announces
+/// it.
+const AUTHORIZER_LUA: &str = r#"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local v = tonumber(string.match(cur, '^(%d+)|'))
+  if v and v >= tonumber(ARGV[2]) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3])
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+"#;
+
+/// An authorizer's record as stored (its appid is the hash field, its version the
+/// prefix).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredAuthorizer {
+    refresh_token: String,
+    state: String,
+    func_info: Vec<u64>,
+    authorized_at_ms: u64,
+}
+
+fn encode_authorizer(record: &AuthorizerRecord) -> Result<String, StoreError> {
+    serde_json::to_string(&StoredAuthorizer {
+        refresh_token: record.refresh_token.clone(),
+        state: record.state.as_str().to_owned(),
+        func_info: record.func_info.clone(),
+        authorized_at_ms: record.authorized_at_ms,
+    })
+    .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode_authorizer(appid: String, stored: &str) -> Result<AuthorizerRecord, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("the stored record of authorizer {appid}"));
+    let (version, json) = stored.split_once('|').ok_or_else(corrupt)?;
+    let version = version.parse().map_err(|_| corrupt())?;
+    let record: StoredAuthorizer = serde_json::from_str(json).map_err(|_| corrupt())?;
+    Ok(AuthorizerRecord {
+        refresh_token: record.refresh_token,
+        state: AuthorizerState::parse(&record.state).ok_or_else(corrupt)?,
+        func_info: record.func_info,
+        authorized_at_ms: record.authorized_at_ms,
+        version,
+        appid,
+    })
+}
+
+/// How many loads `load_many` keeps in flight on the multiplexed connection.
+const LOAD_CONCURRENCY: usize = 128;
+
 /// How to reach Redis.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
@@ -157,6 +225,8 @@ pub struct RedisStore {
     release: Script,
     budget: Script,
     usage: Script,
+    ticket: Script,
+    authorizer: Script,
     /// The pub/sub task; stopped when the store is dropped.
     subscriber: JoinHandle<()>,
 }
@@ -176,7 +246,20 @@ impl Drop for RedisStore {
 }
 
 fn value_key(key: &CredentialKey) -> String {
-    format!("wxtoken:{{{}}}:{}", key.app, key.kind.as_str())
+    format!("wxtoken:{{{}}}:{}", key.scope(), key.kind.as_str())
+}
+
+fn verify_ticket_key(component: &str) -> String {
+    format!("wxtoken:{{{component}}}:verify_ticket")
+}
+
+/// A component's authorizer records: one hash, its appids indexed in a sorted set for
+/// paging, both under the component's hash tag.
+fn authorizer_keys(component: &str) -> (String, String) {
+    (
+        format!("wxtoken:{{{component}}}:authorizers"),
+        format!("wxtoken:{{{component}}}:authorizer_ids"),
+    )
 }
 
 /// A fleet-wide budget of `scope` (an app id, or `corp:ID`): its own hash tag.
@@ -302,6 +385,8 @@ impl RedisStore {
             release: Script::new(RELEASE_LUA),
             budget: Script::new(BUDGET_LUA),
             usage: Script::new(USAGE_LUA),
+            ticket: Script::new(TICKET_LUA),
+            authorizer: Script::new(AUTHORIZER_LUA),
             subscriber: tokio::spawn(subscribe(
                 listeners,
                 matches!(conn, Conn::Cluster(_)).then(|| conn.clone()),
@@ -458,15 +543,28 @@ fn parse_cluster_nodes(listing: &str) -> Vec<String> {
 }
 
 fn announcement(key: &CredentialKey, token: &Token) -> String {
-    format!("{} {} {}", key.app, key.kind.as_str(), token.generation)
+    format!("{} {} {}", key.scope(), key.kind.as_str(), token.generation)
+}
+
+/// Announces a changed authorizer record (app ids never start with `+`).
+fn authorizer_announcement(component: &str, appid: &str) -> String {
+    format!("+authorizer {component} {appid}")
 }
 
 fn parse_update(payload: &str) -> Option<Update> {
     let mut parts = payload.split(' ');
-    let app = parts.next()?.to_owned();
+    let scope = parts.next()?;
+    if scope == "+authorizer" {
+        let component = parts.next()?.to_owned();
+        let appid = parts.next()?.to_owned();
+        return Some(Update::Authorizer(component, appid));
+    }
     let kind = CredentialKind::parse(parts.next()?)?;
     let generation = parts.next()?.parse().ok()?;
-    Some(Update::Stored(CredentialKey { app, kind }, generation))
+    Some(Update::Stored(
+        CredentialKey::from_scope(scope, kind),
+        generation,
+    ))
 }
 
 fn parse_token(fields: HashMap<String, String>) -> Result<Option<Token>, StoreError> {
@@ -571,6 +669,144 @@ impl Store for RedisStore {
                     calls,
                 })
                 .collect())
+        }
+        .boxed()
+    }
+
+    fn load_many(
+        &self,
+        keys: Vec<CredentialKey>,
+    ) -> BoxFuture<'_, Result<Vec<Option<Token>>, StoreError>> {
+        async move {
+            // Many loads in flight on the multiplexed connection (pipelined in effect),
+            // each routed by its own key on a cluster.
+            futures::stream::iter(keys)
+                .map(|key| self.load(key))
+                .buffered(LOAD_CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect()
+        }
+        .boxed()
+    }
+
+    fn save_verify_ticket(
+        &self,
+        component: String,
+        ticket: VerifyTicket,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let mut conn = self.conn.clone();
+        async move {
+            let mut invocation = self.ticket.key(verify_ticket_key(&component));
+            invocation.arg(&ticket.value).arg(ticket.created_at);
+            let written: i64 = within(self.op_timeout, invocation.invoke_async(&mut conn)).await?;
+            Ok(written == 1)
+        }
+        .boxed()
+    }
+
+    fn load_verify_ticket(
+        &self,
+        component: String,
+    ) -> BoxFuture<'_, Result<Option<VerifyTicket>, StoreError>> {
+        let mut conn = self.conn.clone();
+        async move {
+            let fields: HashMap<String, String> =
+                within(self.op_timeout, conn.hgetall(verify_ticket_key(&component))).await?;
+            let (Some(value), Some(created_at)) = (fields.get("value"), fields.get("created_at"))
+            else {
+                return Ok(None);
+            };
+            let created_at = created_at
+                .parse()
+                .map_err(|_| StoreError::Corrupt("the stored verify ticket's created_at".into()))?;
+            Ok(Some(VerifyTicket {
+                value: value.clone(),
+                created_at,
+            }))
+        }
+        .boxed()
+    }
+
+    fn save_authorizer(
+        &self,
+        component: String,
+        record: AuthorizerRecord,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let mut conn = self.conn.clone();
+        async move {
+            let (records, ids) = authorizer_keys(&component);
+            let mut invocation = self.authorizer.key(records);
+            invocation
+                .key(ids)
+                .arg(&record.appid)
+                .arg(record.version)
+                .arg(encode_authorizer(&record)?)
+                .arg(UPDATES_CHANNEL)
+                .arg(authorizer_announcement(&component, &record.appid));
+            let written: i64 = within(self.op_timeout, invocation.invoke_async(&mut conn)).await?;
+            Ok(written == 1)
+        }
+        .boxed()
+    }
+
+    fn load_authorizer(
+        &self,
+        component: String,
+        appid: String,
+    ) -> BoxFuture<'_, Result<Option<AuthorizerRecord>, StoreError>> {
+        let mut conn = self.conn.clone();
+        async move {
+            let (records, _) = authorizer_keys(&component);
+            let stored: Option<String> =
+                within(self.op_timeout, conn.hget(records, &appid)).await?;
+            stored.map(|s| decode_authorizer(appid, &s)).transpose()
+        }
+        .boxed()
+    }
+
+    fn list_authorizers(
+        &self,
+        component: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<AuthorizerRecord>, StoreError>> {
+        let mut conn = self.conn.clone();
+        async move {
+            let (records, ids) = authorizer_keys(&component);
+            let min = match &after {
+                Some(after) => format!("({after}"),
+                None => "-".to_owned(),
+            };
+            let appids: Vec<String> = within(
+                self.op_timeout,
+                redis::cmd("ZRANGEBYLEX")
+                    .arg(&ids)
+                    .arg(min)
+                    .arg("+")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .query_async(&mut conn),
+            )
+            .await?;
+            if appids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let stored: Vec<Option<String>> = within(
+                self.op_timeout,
+                redis::cmd("HMGET")
+                    .arg(records)
+                    .arg(&appids)
+                    .query_async(&mut conn),
+            )
+            .await?;
+            appids
+                .into_iter()
+                .zip(stored)
+                .filter_map(|(appid, s)| s.map(|s| decode_authorizer(appid, &s)))
+                .collect()
         }
         .boxed()
     }
@@ -733,5 +969,36 @@ e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
             Some(Update::Stored(key, 7))
         );
         assert_eq!(parse_update("shop nonsense 1"), None);
+        let authorizer = CredentialKey::of_authorizer(
+            "platform",
+            "wxabc",
+            crate::credential::CredentialKind::AccessToken,
+        );
+        assert_eq!(
+            parse_update(&announcement(&authorizer, &token)),
+            Some(Update::Stored(authorizer, 7))
+        );
+        assert_eq!(
+            parse_update(&authorizer_announcement("platform", "wxabc")),
+            Some(Update::Authorizer("platform".into(), "wxabc".into()))
+        );
+    }
+
+    #[test]
+    fn authorizer_records_round_trip() {
+        let record = AuthorizerRecord {
+            appid: "wxabc".into(),
+            refresh_token: "refresh|with|bars".into(),
+            state: AuthorizerState::NeedsReauthorization,
+            func_info: vec![1, 15],
+            authorized_at_ms: 5,
+            version: 12,
+        };
+        let stored = format!("12|{}", encode_authorizer(&record).expect("encode"));
+        assert_eq!(
+            decode_authorizer("wxabc".into(), &stored).expect("decode"),
+            record
+        );
+        assert!(decode_authorizer("wxabc".into(), "junk").is_err());
     }
 }

@@ -11,7 +11,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Pruned, Store, StoreError, UsageRow};
+use super::{AuthorizerRecord, AuthorizerState, Pruned, Store, StoreError, UsageRow, VerifyTicket};
 use crate::credential::{CredentialKey, Token};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -35,7 +35,55 @@ const MIGRATIONS: &[&str] = &[
         calls  INTEGER NOT NULL,
         PRIMARY KEY (day, app, api)
     );",
+    // 2: third-party platforms: the newest verify ticket of each component, and every
+    // authorizer's record (its refresh token above all). Authorizer tokens live in
+    // `credentials` with app = 'component/appid'.
+    "CREATE TABLE verify_tickets (
+        component   TEXT    NOT NULL PRIMARY KEY,
+        value       TEXT    NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE TABLE authorizers (
+        component         TEXT    NOT NULL,
+        appid             TEXT    NOT NULL,
+        refresh_token     TEXT    NOT NULL,
+        state             TEXT    NOT NULL,
+        func_info         TEXT    NOT NULL,
+        authorized_at_ms  INTEGER NOT NULL,
+        version           INTEGER NOT NULL,
+        PRIMARY KEY (component, appid)
+    ) WITHOUT ROWID;",
 ];
+
+/// Reads one `authorizers` row (columns in the order of [`AUTHORIZER_COLUMNS`]).
+fn authorizer_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuthorizerRecord> {
+    let state: String = row.get(2)?;
+    let func_info: String = row.get(3)?;
+    Ok(AuthorizerRecord {
+        appid: row.get(0)?,
+        refresh_token: row.get(1)?,
+        state: AuthorizerState::parse(&state).unwrap_or(AuthorizerState::Ok),
+        func_info: serde_json::from_str(&func_info).unwrap_or_default(),
+        authorized_at_ms: row.get::<_, i64>(4)? as u64,
+        version: row.get::<_, i64>(5)? as u64,
+    })
+}
+
+const AUTHORIZER_COLUMNS: &str =
+    "appid, refresh_token, state, func_info, authorized_at_ms, version";
+
+fn token_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Token> {
+    Ok(Token {
+        value: row.get(0)?,
+        expires_at_ms: row.get::<_, i64>(1)? as u64,
+        fetched_at_ms: row.get::<_, i64>(2)? as u64,
+        lifetime_secs: row.get::<_, i64>(3)? as u64,
+        generation: row.get::<_, i64>(4)? as u64,
+    })
+}
+
+const LOAD_TOKEN: &str = "SELECT value, expires_at_ms, fetched_at_ms, lifetime_secs, generation
+                          FROM credentials WHERE app = ?1 AND kind = ?2";
 
 /// A SQLite file shared by the handles cloned from it.
 #[derive(Debug, Clone)]
@@ -100,18 +148,9 @@ impl Store for SqliteStore {
         self.run(move |conn| {
             let token = conn
                 .query_row(
-                    "SELECT value, expires_at_ms, fetched_at_ms, lifetime_secs, generation
-                     FROM credentials WHERE app = ?1 AND kind = ?2",
-                    params![key.app, key.kind.as_str()],
-                    |row| {
-                        Ok(Token {
-                            value: row.get(0)?,
-                            expires_at_ms: row.get::<_, i64>(1)? as u64,
-                            fetched_at_ms: row.get::<_, i64>(2)? as u64,
-                            lifetime_secs: row.get::<_, i64>(3)? as u64,
-                            generation: row.get::<_, i64>(4)? as u64,
-                        })
-                    },
+                    LOAD_TOKEN,
+                    params![key.scope(), key.kind.as_str()],
+                    token_row,
                 )
                 .optional()?;
             Ok(token)
@@ -135,7 +174,7 @@ impl Store for SqliteStore {
                     OR (excluded.generation = credentials.generation
                         AND excluded.value = credentials.value)",
                 params![
-                    key.app,
+                    key.scope(),
                     key.kind.as_str(),
                     token.value,
                     token.expires_at_ms as i64,
@@ -192,9 +231,12 @@ impl Store for SqliteStore {
             // The configured apps, as a JSON array (one bound parameter, any length).
             let apps =
                 serde_json::to_string(&apps).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            // An authorizer's credentials ('component/appid') belong to their component.
             let credentials = tx.execute(
                 "DELETE FROM credentials
-                 WHERE app NOT IN (SELECT value FROM json_each(?1)) OR expires_at_ms < ?2",
+                 WHERE (CASE WHEN instr(app, '/') > 0 THEN substr(app, 1, instr(app, '/') - 1)
+                             ELSE app END) NOT IN (SELECT value FROM json_each(?1))
+                    OR expires_at_ms < ?2",
                 params![apps, expired_before_ms as i64],
             )?;
             tx.commit()?;
@@ -202,6 +244,135 @@ impl Store for SqliteStore {
                 usage_rows: usage_rows as u64,
                 credentials: credentials as u64,
             })
+        })
+    }
+
+    fn load_many(
+        &self,
+        keys: Vec<CredentialKey>,
+    ) -> BoxFuture<'_, Result<Vec<Option<Token>>, StoreError>> {
+        self.run(move |conn| {
+            let mut stmt = conn.prepare_cached(LOAD_TOKEN)?;
+            let mut found = Vec::with_capacity(keys.len());
+            for key in keys {
+                found.push(
+                    stmt.query_row(params![key.scope(), key.kind.as_str()], token_row)
+                        .optional()?,
+                );
+            }
+            Ok(found)
+        })
+    }
+
+    fn save_verify_ticket(
+        &self,
+        component: String,
+        ticket: VerifyTicket,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.run(move |conn| {
+            let changed = conn.execute(
+                "INSERT INTO verify_tickets (component, value, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (component) DO UPDATE SET
+                    value = excluded.value, created_at = excluded.created_at
+                 WHERE excluded.created_at >= verify_tickets.created_at",
+                params![component, ticket.value, ticket.created_at as i64],
+            )?;
+            Ok(changed > 0)
+        })
+    }
+
+    fn load_verify_ticket(
+        &self,
+        component: String,
+    ) -> BoxFuture<'_, Result<Option<VerifyTicket>, StoreError>> {
+        self.run(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT value, created_at FROM verify_tickets WHERE component = ?1",
+                    [component],
+                    |row| {
+                        Ok(VerifyTicket {
+                            value: row.get(0)?,
+                            created_at: row.get::<_, i64>(1)? as u64,
+                        })
+                    },
+                )
+                .optional()?)
+        })
+    }
+
+    fn save_authorizer(
+        &self,
+        component: String,
+        record: AuthorizerRecord,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.run(move |conn| {
+            let func_info = serde_json::to_string(&record.func_info)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            // A refresh token is the one thing that cannot be fetched again: this write
+            // reaches the disk (not just the OS) before it returns, power cut or not.
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            let changed = conn.execute(
+                "INSERT INTO authorizers
+                    (component, appid, refresh_token, state, func_info, authorized_at_ms, version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (component, appid) DO UPDATE SET
+                    refresh_token = excluded.refresh_token,
+                    state = excluded.state,
+                    func_info = excluded.func_info,
+                    authorized_at_ms = excluded.authorized_at_ms,
+                    version = excluded.version
+                 WHERE excluded.version > authorizers.version",
+                params![
+                    component,
+                    record.appid,
+                    record.refresh_token,
+                    record.state.as_str(),
+                    func_info,
+                    record.authorized_at_ms as i64,
+                    record.version as i64,
+                ],
+            );
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            Ok(changed? > 0)
+        })
+    }
+
+    fn load_authorizer(
+        &self,
+        component: String,
+        appid: String,
+    ) -> BoxFuture<'_, Result<Option<AuthorizerRecord>, StoreError>> {
+        self.run(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!(
+                        "SELECT {AUTHORIZER_COLUMNS} FROM authorizers
+                         WHERE component = ?1 AND appid = ?2"
+                    ),
+                    [component, appid],
+                    authorizer_row,
+                )
+                .optional()?)
+        })
+    }
+
+    fn list_authorizers(
+        &self,
+        component: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<AuthorizerRecord>, StoreError>> {
+        self.run(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {AUTHORIZER_COLUMNS} FROM authorizers
+                 WHERE component = ?1 AND appid > ?2 ORDER BY appid LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(
+                params![component, after.unwrap_or_default(), limit as i64],
+                authorizer_row,
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
 

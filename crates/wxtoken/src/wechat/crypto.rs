@@ -172,6 +172,30 @@ impl MsgCrypt {
     }
 }
 
+/// A push as WeChat sends it, opened: the envelope's `Encrypt` checked against
+/// `msg_signature`, decrypted (padding, framing, appid) and the event inside read into
+/// its fields. The one path from untrusted bytes to an event; nothing is trusted before
+/// it returns `Ok`. [`CryptoError::Signature`] means the sender is not WeChat (401);
+/// every other error, a broken message (400).
+pub fn open(
+    crypt: &MsgCrypt,
+    timestamp: &str,
+    nonce: &str,
+    msg_signature: &str,
+    body: &[u8],
+) -> Result<BTreeMap<String, String>, CryptoError> {
+    let envelope = parse_fields(body)?;
+    let encrypt = envelope
+        .get("Encrypt")
+        .filter(|e| !e.is_empty())
+        .ok_or_else(|| CryptoError::Xml("no <Encrypt> element".into()))?;
+    if !crypt.verify(timestamp, nonce, encrypt, msg_signature) {
+        return Err(CryptoError::Signature);
+    }
+    let inner = crypt.decrypt(encrypt)?;
+    parse_fields(inner.as_bytes())
+}
+
 /// The children of a flat `<xml>...</xml>` document by element name (text or CDATA),
 /// e.g. `AppId` and `Encrypt` of a push, or `InfoType` and
 /// `ComponentVerifyTicket` of the event inside. Refuses oversized input, a document type

@@ -22,6 +22,9 @@ pub struct Fetched {
     pub value: String,
     /// Seconds the value is valid for, as WeChat said (never assumed to be 7200).
     pub expires_in: u64,
+    /// The authorizer_refresh_token that came with an authorizer's token: the one to
+    /// use next time (persisted before the token is served).
+    pub refresh_token: Option<String>,
 }
 
 impl fmt::Debug for Fetched {
@@ -29,6 +32,13 @@ impl fmt::Debug for Fetched {
         f.debug_struct("Fetched")
             .field("value", &crate::credential::Redacted(&self.value))
             .field("expires_in", &self.expires_in)
+            .field(
+                "refresh_token",
+                &self
+                    .refresh_token
+                    .as_deref()
+                    .map(crate::credential::Redacted),
+            )
             .finish()
     }
 }
@@ -48,6 +58,22 @@ pub enum FetchRequest<'a> {
     WecomToken {
         corpid: &'a str,
         secret: &'a SecretString,
+    },
+    /// A third-party platform's component_access_token
+    /// (`/cgi-bin/component/api_component_token`), which needs the latest
+    /// component_verify_ticket WeChat pushed.
+    ComponentToken {
+        component_appid: &'a str,
+        secret: &'a SecretString,
+        verify_ticket: &'a str,
+    },
+    /// An authorizer's access token (`/cgi-bin/component/api_authorizer_token`), from
+    /// its refresh token; the answer carries the refresh token to use next.
+    AuthorizerToken {
+        component_token: &'a str,
+        component_appid: &'a str,
+        authorizer_appid: &'a str,
+        refresh_token: &'a str,
     },
     /// A ticket, fetched with a valid access token of the same app.
     Ticket {
@@ -72,6 +98,8 @@ impl FetchRequest<'_> {
             } => "stable_token",
             FetchRequest::OfficialToken { .. } => "stable_token_force",
             FetchRequest::WecomToken { .. } => "gettoken",
+            FetchRequest::ComponentToken { .. } => "api_component_token",
+            FetchRequest::AuthorizerToken { .. } => "api_authorizer_token",
             FetchRequest::Ticket {
                 ticket: TicketType::Jsapi,
                 wecom: false,
@@ -100,6 +128,8 @@ pub const API_NAMES: &[&str] = &[
     "stable_token",
     "stable_token_force",
     "gettoken",
+    "api_component_token",
+    "api_authorizer_token",
     "getticket_jsapi",
     "getticket_wx_card",
     "get_jsapi_ticket",
@@ -109,9 +139,12 @@ pub const API_NAMES: &[&str] = &[
 /// Which credential an API name fetches, so stored counters go back to their slot.
 pub fn api_kind(api: &str) -> Option<CredentialKind> {
     match api {
-        "token" | "stable_token" | "stable_token_force" | "gettoken" => {
-            Some(CredentialKind::AccessToken)
-        }
+        "token"
+        | "stable_token"
+        | "stable_token_force"
+        | "gettoken"
+        | "api_component_token"
+        | "api_authorizer_token" => Some(CredentialKind::AccessToken),
         "getticket_jsapi" | "get_jsapi_ticket" => Some(CredentialKind::Ticket(TicketType::Jsapi)),
         "getticket_wx_card" => Some(CredentialKind::Ticket(TicketType::WxCard)),
         "ticket_agent_config" => Some(CredentialKind::Ticket(TicketType::AgentConfig)),
@@ -143,12 +176,126 @@ impl UpstreamError {
     }
 }
 
-/// WeChat's credential APIs, behind a trait so that other upstreams (third-party
-/// platforms) can join and the keeper can be driven by a fake.
+/// A third-party platform's calls that fetch no credential, all made with the
+/// component_access_token.
+#[derive(Debug, Clone, Copy)]
+pub enum ComponentCall<'a> {
+    /// `api_create_preauthcode`: a pre_auth_code for an authorization URL.
+    PreAuthCode {
+        component_token: &'a str,
+        component_appid: &'a str,
+    },
+    /// `api_query_auth`: completes an authorization.
+    QueryAuth {
+        component_token: &'a str,
+        component_appid: &'a str,
+        authorization_code: &'a str,
+    },
+    /// `api_get_authorizer_list`: one page (at most 500) of authorizers with their
+    /// refresh tokens.
+    AuthorizerList {
+        component_token: &'a str,
+        component_appid: &'a str,
+        offset: u64,
+        count: u64,
+    },
+}
+
+impl ComponentCall<'_> {
+    /// The API name under which calls are counted.
+    pub fn api_name(&self) -> &'static str {
+        match self {
+            ComponentCall::PreAuthCode { .. } => "api_create_preauthcode",
+            ComponentCall::QueryAuth { .. } => "api_query_auth",
+            ComponentCall::AuthorizerList { .. } => "api_get_authorizer_list",
+        }
+    }
+}
+
+/// A pre_auth_code for an authorization URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreAuthCode {
+    pub code: String,
+    pub expires_in: u64,
+}
+
+/// An authorization completed by `api_query_auth`.
+#[derive(Clone)]
+pub struct Authorization {
+    pub authorizer_appid: String,
+    pub access_token: Fetched,
+    pub refresh_token: String,
+    pub func_info: Vec<u64>,
+}
+
+impl fmt::Debug for Authorization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authorization")
+            .field("authorizer_appid", &self.authorizer_appid)
+            .field("access_token", &self.access_token)
+            .field(
+                "refresh_token",
+                &crate::credential::Redacted(&self.refresh_token),
+            )
+            .field("func_info", &self.func_info)
+            .finish()
+    }
+}
+
+/// One authorizer of `api_get_authorizer_list`.
+#[derive(Clone)]
+pub struct ListedAuthorizer {
+    pub appid: String,
+    pub refresh_token: String,
+    /// Unix seconds of the authorization.
+    pub auth_time: u64,
+}
+
+impl fmt::Debug for ListedAuthorizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListedAuthorizer")
+            .field("appid", &self.appid)
+            .field(
+                "refresh_token",
+                &crate::credential::Redacted(&self.refresh_token),
+            )
+            .field("auth_time", &self.auth_time)
+            .finish()
+    }
+}
+
+/// What a [`ComponentCall`] answered.
+#[derive(Debug, Clone)]
+pub enum ComponentAnswer {
+    PreAuthCode(PreAuthCode),
+    Authorization(Authorization),
+    AuthorizerList {
+        total_count: u64,
+        list: Vec<ListedAuthorizer>,
+    },
+}
+
+/// WeChat's credential APIs, behind a trait so that the keeper can be driven by a fake.
 pub trait TokenApi: Send + Sync + 'static {
     /// Fetches one token or ticket.
     fn fetch<'a>(
         &'a self,
         request: FetchRequest<'a>,
     ) -> BoxFuture<'a, Result<Fetched, UpstreamError>>;
+
+    /// A third-party platform's other calls. An upstream without them says so.
+    fn component<'a>(
+        &'a self,
+        call: ComponentCall<'a>,
+    ) -> BoxFuture<'a, Result<ComponentAnswer, UpstreamError>> {
+        let api = call.api_name();
+        Box::pin(async move {
+            Err(UpstreamError {
+                class: ErrorClass::Configuration,
+                errcode: None,
+                message: format!("this upstream does not offer {api}"),
+                rid: None,
+            })
+        })
+    }
 }

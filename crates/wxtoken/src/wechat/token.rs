@@ -10,7 +10,10 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::errcode::{self, ErrorClass};
-use super::{FetchRequest, Fetched, TokenApi, UpstreamError};
+use super::{
+    Authorization, ComponentAnswer, ComponentCall, FetchRequest, Fetched, ListedAuthorizer,
+    PreAuthCode, TokenApi, UpstreamError,
+};
 use crate::config::{TokenMode, UpstreamSettings};
 use crate::credential::TicketType;
 
@@ -33,6 +36,9 @@ pub struct WechatClient {
 #[derive(Deserialize)]
 struct TokenBody {
     access_token: Option<String>,
+    component_access_token: Option<String>,
+    authorizer_access_token: Option<String>,
+    authorizer_refresh_token: Option<String>,
     ticket: Option<String>,
     expires_in: Option<u64>,
     errcode: Option<i64>,
@@ -92,6 +98,36 @@ impl WechatClient {
                     .query(&[("corpid", corpid), ("corpsecret", secret.expose_secret())]),
                 errcode::classify_wecom_token_endpoint,
             ),
+            FetchRequest::ComponentToken {
+                component_appid,
+                secret,
+                verify_ticket,
+            } => (
+                self.http
+                    .post(format!("{api}/cgi-bin/component/api_component_token"))
+                    .json(&serde_json::json!({
+                        "component_appid": component_appid,
+                        "component_appsecret": secret.expose_secret(),
+                        "component_verify_ticket": verify_ticket,
+                    })),
+                errcode::classify_token_endpoint,
+            ),
+            FetchRequest::AuthorizerToken {
+                component_token,
+                component_appid,
+                authorizer_appid,
+                refresh_token,
+            } => (
+                self.http
+                    .post(format!("{api}/cgi-bin/component/api_authorizer_token"))
+                    .query(&[("component_access_token", component_token)])
+                    .json(&serde_json::json!({
+                        "component_appid": component_appid,
+                        "authorizer_appid": authorizer_appid,
+                        "authorizer_refresh_token": refresh_token,
+                    })),
+                errcode::classify_api,
+            ),
             FetchRequest::Ticket {
                 access_token,
                 ticket,
@@ -123,42 +159,49 @@ impl WechatClient {
                 errcode::classify_api,
             ),
         };
-        // URLs carry secrets and tokens: strip them from every error.
-        let mut response = call.send().await.map_err(network_error)?;
-        let status = response.status();
-        // Read no more than a token answer can be: a huge or endless body stops here.
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(network_error)? {
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(UpstreamError::transient(format!(
-                    "WeChat's answer was over {MAX_BODY_BYTES} bytes: not a token answer"
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        if status.is_server_error() {
-            return Err(UpstreamError::transient(format!(
-                "WeChat answered HTTP {status}"
-            )));
-        }
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Err(UpstreamError {
-                class: ErrorClass::RateLimited,
-                errcode: None,
-                message: format!("WeChat answered HTTP {status}"),
-                rid: None,
-            });
-        }
-        if !status.is_success() {
-            return Err(UpstreamError {
-                class: ErrorClass::Configuration,
-                errcode: None,
-                message: format!("WeChat answered HTTP {status}; is upstream.api_base right?"),
-                rid: None,
-            });
-        }
+        let body = send(call).await?;
         parse_body(&body, classify)
     }
+}
+
+/// Sends one call and reads its answer (bounded), turning HTTP-level failures into
+/// classified errors.
+async fn send(call: reqwest::RequestBuilder) -> Result<Vec<u8>, UpstreamError> {
+    // URLs carry secrets and tokens: strip them from every error.
+    let mut response = call.send().await.map_err(network_error)?;
+    let status = response.status();
+    // Read no more than a token answer can be: a huge or endless body stops here.
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(network_error)? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(UpstreamError::transient(format!(
+                "WeChat's answer was over {MAX_BODY_BYTES} bytes: not a token answer"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if status.is_server_error() {
+        return Err(UpstreamError::transient(format!(
+            "WeChat answered HTTP {status}"
+        )));
+    }
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return Err(UpstreamError {
+            class: ErrorClass::RateLimited,
+            errcode: None,
+            message: format!("WeChat answered HTTP {status}"),
+            rid: None,
+        });
+    }
+    if !status.is_success() {
+        return Err(UpstreamError {
+            class: ErrorClass::Configuration,
+            errcode: None,
+            message: format!("WeChat answered HTTP {status}; is upstream.api_base right?"),
+            rid: None,
+        });
+    }
+    Ok(body)
 }
 
 fn network_error(err: reqwest::Error) -> UpstreamError {
@@ -199,11 +242,22 @@ fn parse_body(body: &[u8], classify: fn(i64) -> ErrorClass) -> Result<Fetched, U
         // dies): the keeper asks again in a moment rather than calling it malformed.
         TokenBody {
             access_token,
+            component_access_token,
+            authorizer_access_token,
+            authorizer_refresh_token,
             ticket,
             expires_in: Some(expires_in),
             ..
-        } => match access_token.or(ticket) {
-            Some(value) if !value.is_empty() => Ok(Fetched { value, expires_in }),
+        } => match access_token
+            .or(component_access_token)
+            .or(authorizer_access_token)
+            .or(ticket)
+        {
+            Some(value) if !value.is_empty() => Ok(Fetched {
+                value,
+                expires_in,
+                refresh_token: authorizer_refresh_token.filter(|r| !r.is_empty()),
+            }),
             _ => Err(UpstreamError::transient(
                 "WeChat's answer had expires_in but no token or ticket",
             )),
@@ -214,12 +268,165 @@ fn parse_body(body: &[u8], classify: fn(i64) -> ErrorClass) -> Result<Fetched, U
     }
 }
 
+impl WechatClient {
+    /// A third-party platform's call with its component_access_token.
+    async fn component(&self, call: ComponentCall<'_>) -> Result<ComponentAnswer, UpstreamError> {
+        let (path, token, body) = match call {
+            ComponentCall::PreAuthCode {
+                component_token,
+                component_appid,
+            } => (
+                "api_create_preauthcode",
+                component_token,
+                serde_json::json!({ "component_appid": component_appid }),
+            ),
+            ComponentCall::QueryAuth {
+                component_token,
+                component_appid,
+                authorization_code,
+            } => (
+                "api_query_auth",
+                component_token,
+                serde_json::json!({
+                    "component_appid": component_appid,
+                    "authorization_code": authorization_code,
+                }),
+            ),
+            ComponentCall::AuthorizerList {
+                component_token,
+                component_appid,
+                offset,
+                count,
+            } => (
+                "api_get_authorizer_list",
+                component_token,
+                serde_json::json!({
+                    "component_appid": component_appid,
+                    "offset": offset,
+                    "count": count,
+                }),
+            ),
+        };
+        let request = self
+            .http
+            .post(format!("{}/cgi-bin/component/{path}", self.api_base))
+            .query(&[("component_access_token", token)])
+            .json(&body);
+        let body = send(request).await?;
+        parse_component(call, &body)
+    }
+}
+
+/// Reads a component call's answer: WeChat's error, or the fields the call returns.
+fn parse_component(call: ComponentCall<'_>, body: &[u8]) -> Result<ComponentAnswer, UpstreamError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| UpstreamError::transient(format!("WeChat's answer was not JSON: {e}")))?;
+    if let Some(code) = value
+        .get("errcode")
+        .and_then(|c| c.as_i64())
+        .filter(|c| *c != 0)
+    {
+        let errmsg = value.get("errmsg").and_then(|m| m.as_str()).unwrap_or("");
+        let (message, rid) = errcode::split_rid(errmsg);
+        return Err(UpstreamError {
+            class: errcode::classify_api(code),
+            errcode: Some(code),
+            message,
+            rid,
+        });
+    }
+    let missing = |what: &str| {
+        UpstreamError::transient(format!("WeChat's {} answer had no {what}", call.api_name()))
+    };
+    let text = |v: &serde_json::Value, field: &str| {
+        v.get(field)
+            .and_then(|f| f.as_str())
+            .filter(|f| !f.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| missing(field))
+    };
+    let number = |v: &serde_json::Value, field: &str| {
+        v.get(field)
+            .and_then(|f| f.as_u64())
+            .ok_or_else(|| missing(field))
+    };
+    match call {
+        ComponentCall::PreAuthCode { .. } => Ok(ComponentAnswer::PreAuthCode(PreAuthCode {
+            code: text(&value, "pre_auth_code")?,
+            expires_in: number(&value, "expires_in")?,
+        })),
+        ComponentCall::QueryAuth { .. } => {
+            let info = value
+                .get("authorization_info")
+                .ok_or_else(|| missing("authorization_info"))?;
+            let expires_in = number(info, "expires_in")?;
+            if expires_in == 0 || expires_in > MAX_EXPIRES_IN {
+                return Err(UpstreamError::transient(format!(
+                    "WeChat's api_query_auth answer had expires_in {expires_in}"
+                )));
+            }
+            let refresh_token = text(info, "authorizer_refresh_token")?;
+            let func_info = info
+                .get("func_info")
+                .and_then(|f| f.as_array())
+                .map(|list| {
+                    list.iter()
+                        .filter_map(|f| f.pointer("/funcscope_category/id")?.as_u64())
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(ComponentAnswer::Authorization(Authorization {
+                authorizer_appid: text(info, "authorizer_appid")?,
+                access_token: Fetched {
+                    value: text(info, "authorizer_access_token")?,
+                    expires_in,
+                    refresh_token: Some(refresh_token.clone()),
+                },
+                refresh_token,
+                func_info,
+            }))
+        }
+        ComponentCall::AuthorizerList { .. } => {
+            let list = value
+                .get("list")
+                .and_then(|l| l.as_array())
+                .map(|list| {
+                    list.iter()
+                        .map(|item| {
+                            Ok(ListedAuthorizer {
+                                appid: text(item, "authorizer_appid")?,
+                                refresh_token: text(item, "refresh_token")?,
+                                auth_time: item
+                                    .get("auth_time")
+                                    .and_then(|t| t.as_u64())
+                                    .unwrap_or(0),
+                            })
+                        })
+                        .collect::<Result<Vec<_>, UpstreamError>>()
+                })
+                .transpose()?
+                .unwrap_or_default();
+            Ok(ComponentAnswer::AuthorizerList {
+                total_count: number(&value, "total_count")?,
+                list,
+            })
+        }
+    }
+}
+
 impl TokenApi for WechatClient {
     fn fetch<'a>(
         &'a self,
         request: FetchRequest<'a>,
     ) -> BoxFuture<'a, Result<Fetched, UpstreamError>> {
         WechatClient::fetch(self, request).boxed()
+    }
+
+    fn component<'a>(
+        &'a self,
+        call: ComponentCall<'a>,
+    ) -> BoxFuture<'a, Result<ComponentAnswer, UpstreamError>> {
+        WechatClient::component(self, call).boxed()
     }
 }
 
