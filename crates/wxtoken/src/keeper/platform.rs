@@ -95,14 +95,66 @@ impl Pacer {
     }
 }
 
+/// A platform's authorizer tokens by value (keyed by a hash of it, with a seed of this
+/// process's), so that the gateway finds the authorizer a token was issued to without
+/// a scan. A hit is checked against the authorizer's slot, so a stale entry is harmless.
+#[derive(Debug, Default)]
+pub(crate) struct TokenIndex {
+    seed: std::hash::RandomState,
+    map: RwLock<HashMap<u64, Vec<Arc<str>>>>,
+}
+
+impl TokenIndex {
+    fn key(&self, value: &str) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.seed, value)
+    }
+
+    fn insert(&self, value: &str, appid: &Arc<str>) {
+        let key = self.key(value);
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let appids = map.entry(key).or_default();
+        if !appids.iter().any(|a| a == appid) {
+            appids.push(appid.clone());
+        }
+    }
+
+    fn remove(&self, value: &str, appid: &str) {
+        let key = self.key(value);
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(appids) = map.get_mut(&key) {
+            appids.retain(|a| &**a != appid);
+            if appids.is_empty() {
+                map.remove(&key);
+            }
+        }
+    }
+
+    fn candidates(&self, value: &str) -> Vec<Arc<str>> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.get(&self.key(value)).cloned().unwrap_or_default()
+    }
+}
+
 /// What an authorizer's token slot knows of its authorizer.
 #[derive(Debug)]
 pub(crate) struct AuthorizerLink {
+    appid: Arc<str>,
     record: Mutex<AuthorizerRecord>,
     pub pacer: Arc<Pacer>,
+    index: Arc<TokenIndex>,
 }
 
 impl AuthorizerLink {
+    /// Makes `value` findable as this authorizer's token.
+    pub fn index_token(&self, value: &str) {
+        self.index.insert(value, &self.appid);
+    }
+
+    /// `value` is no longer this authorizer's token (nor its previous one).
+    pub fn unindex_token(&self, value: &str) {
+        self.index.remove(value, &self.appid);
+    }
+
     pub fn record(&self) -> MutexGuard<'_, AuthorizerRecord> {
         self.record.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -248,6 +300,7 @@ pub(crate) struct Platform {
     pub token: Arc<Slot>,
     pub crypt: MsgCrypt,
     pub pacer: Arc<Pacer>,
+    index: Arc<TokenIndex>,
     authorizers: RwLock<BTreeMap<String, Arc<Authorizer>>>,
     /// Authorization codes completed lately (by the callback or by a client), so that
     /// the other path does not spend the code again: code -> authorizer appid.
@@ -284,6 +337,7 @@ impl Platform {
             token,
             crypt,
             pacer,
+            index: Arc::default(),
             authorizers: RwLock::new(BTreeMap::new()),
             recent_codes: Mutex::new(HashMap::new()),
             ticket_created_at: AtomicU64::new(0),
@@ -352,28 +406,25 @@ impl Platform {
         counts
     }
 
-    /// The authorizer whose current (or previous) token is `value`, if any. A scan:
-    /// fine for one platform's gateway traffic at thousands of authorizers.
+    /// The authorizer whose current (or previous) token is `value`, if any: an index
+    /// look-up, checked against the authorizer's slot.
     fn issuer_of(&self, value: &str) -> Option<(Arc<Authorizer>, Issued)> {
         let now_ms = unix_now_ms();
-        self.read().values().find_map(|a| {
-            let slot = &a.token;
+        self.index.candidates(value).into_iter().find_map(|appid| {
+            let authorizer = self.get(&appid)?;
+            let slot = &authorizer.token;
             if slot
                 .current
                 .load()
                 .as_deref()
                 .is_some_and(|t| t.value == value)
             {
-                return Some((a.clone(), Issued::Current));
+                return Some((authorizer, Issued::Current));
             }
             let previous = slot.previous.load();
             let previous = previous.as_deref().filter(|t| t.value == value)?;
-            Some((
-                a.clone(),
-                Issued::Previous {
-                    expired: previous.expires_at_ms <= now_ms,
-                },
-            ))
+            let expired = previous.expires_at_ms <= now_ms;
+            Some((authorizer.clone(), Issued::Previous { expired }))
         })
     }
 }
@@ -470,12 +521,12 @@ pub enum Pushed {
 
 /// Builds the slot of one authorizer's token, with a value loaded from the store.
 fn authorizer_slot(
-    component: &Arc<Slot>,
+    platform: &Platform,
     record: AuthorizerRecord,
     stored: Option<Token>,
-    pacer: Arc<Pacer>,
     ctx: &Ctx,
 ) -> Arc<Slot> {
+    let component = &platform.token;
     let key = CredentialKey::of_authorizer(
         component.key.app.clone(),
         record.appid.clone(),
@@ -487,8 +538,10 @@ fn authorizer_slot(
         ..Health::default()
     };
     let link = Arc::new(AuthorizerLink {
+        appid: Arc::from(record.appid.as_str()),
         record: Mutex::new(record),
-        pacer,
+        pacer: platform.pacer.clone(),
+        index: platform.index.clone(),
     });
     let slot = Slot::new(
         key,
@@ -499,6 +552,9 @@ fn authorizer_slot(
     )
     .linked(link);
     if let Some(token) = stored {
+        if let Some(link) = &slot.authorizer {
+            link.index_token(&token.value);
+        }
         let delay = schedule::refresh_delay(&token, slot.policy(), &ctx.settings, unix_now_ms());
         slot.health().refresh_at = Some(tokio::time::Instant::now() + delay);
         slot.current.store(Some(Arc::new(token)));
@@ -537,7 +593,7 @@ pub(super) async fn load(platform: &Platform, ctx: &Ctx) -> Result<Vec<Arc<Slot>
         let full = records.len() == LOAD_PAGE;
         for (record, token) in records.into_iter().zip(tokens) {
             let appid = record.appid.clone();
-            let slot = authorizer_slot(component, record, token, platform.pacer.clone(), ctx);
+            let slot = authorizer_slot(platform, record, token, ctx);
             slots.push(slot.clone());
             map.insert(
                 appid,
@@ -611,13 +667,7 @@ impl Keeper {
         }
         // The first token is in place before the driver starts, so it does not fetch
         // one of its own.
-        let slot = authorizer_slot(
-            &platform.token,
-            record,
-            token,
-            platform.pacer.clone(),
-            &self.inner.ctx,
-        );
+        let slot = authorizer_slot(platform, record, token, &self.inner.ctx);
         let authorizer = Arc::new(Authorizer {
             token: slot.clone(),
             tickets: std::sync::OnceLock::new(),
@@ -1721,6 +1771,48 @@ mod tests {
         assert_eq!(after.value, before.value, "served from the store");
         assert_eq!(api.calls("api_authorizer_token"), 0);
         again.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn the_gateway_finds_an_authorizer_by_its_current_or_previous_token() {
+        let (api, _dir, _store, keeper) = ready_keeper().await;
+        let code = api.authorize("wxmerchant0001");
+        keeper
+            .authorize("platform", &code)
+            .await
+            .expect("authorized");
+        let first = keeper
+            .authorizer_token("platform", "wxmerchant0001", None)
+            .await
+            .expect("token");
+        let (app, appid, issued) = keeper.authorizer_issuer_of(&first.value).expect("found");
+        assert_eq!(
+            (app.id.as_str(), appid.as_str()),
+            ("platform", "wxmerchant0001")
+        );
+        assert!(matches!(issued, Issued::Current));
+        let (second, _) = keeper
+            .invalidate_authorizer("platform", "wxmerchant0001", &first.value)
+            .await
+            .expect("refreshed");
+        assert!(matches!(
+            keeper.authorizer_issuer_of(&first.value),
+            Some((_, _, Issued::Previous { expired: false }))
+        ));
+        let (third, _) = keeper
+            .invalidate_authorizer("platform", "wxmerchant0001", &second.value)
+            .await
+            .expect("refreshed");
+        assert!(
+            keeper.authorizer_issuer_of(&first.value).is_none(),
+            "two renewals ago: no longer one of ours"
+        );
+        assert!(matches!(
+            keeper.authorizer_issuer_of(&third.value),
+            Some((_, _, Issued::Current))
+        ));
+        assert!(keeper.authorizer_issuer_of("forged").is_none());
+        keeper.shutdown(Duration::from_secs(1)).await;
     }
 
     #[tokio::test(start_paused = true)]

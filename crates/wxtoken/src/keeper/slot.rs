@@ -243,12 +243,18 @@ impl Slot {
         loop {
             let token = Arc::new(make(held.as_deref())?);
             let replaced = held.clone().filter(|old| old.value != token.value);
+            // An authorizer's token is findable by value (the gateway) before it is
+            // served.
+            if let Some(link) = &self.authorizer {
+                link.index_token(&token.value);
+            }
             // `previous` first: a reader looking for the held value between the two
             // stores finds it as current, and after them as previous, never as neither
             // (the gateway would refuse a token it issued a moment ago).
-            if let Some(old) = &replaced {
-                self.previous.store(Some(old.clone()));
-            }
+            let evicted = match &replaced {
+                Some(old) => self.previous.swap(Some(old.clone())),
+                None => None,
+            };
             let before = self.current.compare_and_swap(&held, Some(token.clone()));
             let swapped = match (before.as_ref(), held.as_ref()) {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -258,6 +264,12 @@ impl Slot {
             if swapped {
                 if replaced.is_some() {
                     self.to_death.store(false, Ordering::Relaxed);
+                }
+                if let (Some(link), Some(evicted)) = (&self.authorizer, evicted) {
+                    let still_held = replaced.as_ref().is_some_and(|r| r.value == evicted.value);
+                    if evicted.value != token.value && !still_held {
+                        link.unindex_token(&evicted.value);
+                    }
                 }
                 return Some(token);
             }
