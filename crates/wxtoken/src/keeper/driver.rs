@@ -58,10 +58,12 @@ enum Plan {
 pub(super) async fn supervise(slot: Arc<Slot>, ctx: Arc<Ctx>, shutdown: watch::Receiver<bool>) {
     let mut restarts: u32 = 0;
     loop {
-        let run = tokio::spawn(run(slot.clone(), ctx.clone(), shutdown.clone()));
-        match run.await {
+        // The panic is caught in this task (no second task per credential: a platform
+        // may hold 100,000 of them).
+        let run = std::panic::AssertUnwindSafe(run(slot.clone(), ctx.clone(), shutdown.clone()));
+        match futures::FutureExt::catch_unwind(run).await {
             Ok(()) => break,
-            Err(e) if e.is_panic() => {
+            Err(_) => {
                 restarts = restarts.saturating_add(1);
                 let wait = schedule::restart_delay(restarts);
                 tracing::error!(
@@ -86,8 +88,6 @@ pub(super) async fn supervise(slot: Arc<Slot>, ctx: Arc<Ctx>, shutdown: watch::R
                     _ = stop.wait_for(|s| *s) => break,
                 }
             }
-            // Cancelled: the runtime is going away.
-            Err(_) => break,
         }
     }
     slot.close();
