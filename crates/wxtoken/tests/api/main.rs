@@ -12,6 +12,7 @@ mod fleet_limits;
 mod gateway;
 mod helpers;
 mod invalidate;
+mod platform_store;
 mod redis_cluster;
 mod redis_server;
 mod refresh;
