@@ -1374,8 +1374,13 @@ mod tests {
         state: StdMutex<FakeState>,
     }
 
+    /// Authorizer tokens live this long unless a test says otherwise.
+    const LIFETIME: u64 = 7200;
+
     #[derive(Default)]
     struct FakeState {
+        /// Lifetime of authorizer tokens (0: LIFETIME).
+        expires_in: u64,
         ticket: Option<String>,
         /// authorizer appid -> its one valid refresh token.
         refresh: HashMap<String, String>,
@@ -1383,6 +1388,14 @@ mod tests {
         codes: HashMap<String, String>,
         calls: HashMap<&'static str, u64>,
         serial: u64,
+    }
+
+    fn lifetime(state: &FakeState) -> u64 {
+        if state.expires_in == 0 {
+            LIFETIME
+        } else {
+            state.expires_in
+        }
     }
 
     fn refused(errcode: i64, message: &str) -> UpstreamError {
@@ -1442,7 +1455,7 @@ mod tests {
                             .insert(authorizer_appid.to_owned(), rotated.clone());
                         Ok(Fetched {
                             value: format!("AUTHORIZER{serial}"),
-                            expires_in: 7200,
+                            expires_in: lifetime(&state),
                             refresh_token: Some(rotated),
                         })
                     }
@@ -1472,7 +1485,7 @@ mod tests {
                             authorizer_appid: appid,
                             access_token: Fetched {
                                 value: format!("AUTHORIZER{serial}"),
-                                expires_in: 7200,
+                                expires_in: lifetime(&state),
                                 refresh_token: Some(refresh.clone()),
                             },
                             refresh_token: refresh,
@@ -1501,7 +1514,15 @@ mod tests {
     }
 
     async fn keeper(api: Arc<FakeApi>, store: Arc<SqliteStore>) -> Keeper {
-        Keeper::start(&[component_app()], KeeperSettings::default(), api, store)
+        keeper_with(api, store, KeeperSettings::default()).await
+    }
+
+    async fn keeper_with(
+        api: Arc<FakeApi>,
+        store: Arc<SqliteStore>,
+        settings: KeeperSettings,
+    ) -> Keeper {
+        Keeper::start(&[component_app()], settings, api, store)
             .await
             .expect("keeper starts")
     }
@@ -1812,6 +1833,69 @@ mod tests {
             Some((_, _, Issued::Current))
         ));
         assert!(keeper.authorizer_issuer_of("forged").is_none());
+        keeper.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn callers_and_authorizations_never_wait_behind_the_pace() {
+        let api = Arc::new(FakeApi::default());
+        {
+            let mut state = api.state.lock().expect("fake");
+            state.ticket = Some("ticket@@@one".into());
+            state.expires_in = 4;
+        }
+        let (_dir, store) = store();
+        store
+            .save_verify_ticket(
+                "platform".into(),
+                VerifyTicket {
+                    value: "ticket@@@one".into(),
+                    created_at: 1,
+                },
+            )
+            .await
+            .expect("ticket");
+        let settings = KeeperSettings {
+            authorizer_refresh_per_sec: 1,
+            ..KeeperSettings::default()
+        };
+        let keeper = keeper_with(api.clone(), store, settings).await;
+        // Forty authorizations in a burst: none waits for the pace of one a second.
+        let began = tokio::time::Instant::now();
+        for i in 0..40 {
+            let code = api.authorize(&format!("wxmerchant{i:04}"));
+            keeper
+                .authorize("platform", &code)
+                .await
+                .expect("authorized");
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "authorizations took {:?}",
+            began.elapsed()
+        );
+        // Their 4 s tokens fall due together; the pace refreshes one a second, so most
+        // expire in the queue. A caller asking for one of those is served at once.
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+        let queued_calls = api.calls("api_authorizer_token");
+        assert!(
+            queued_calls <= 8,
+            "the pace held: {queued_calls} background calls"
+        );
+        let asked = tokio::time::Instant::now();
+        let token = tokio::time::timeout(
+            Duration::from_secs(3),
+            keeper.authorizer_token("platform", "wxmerchant0039", Some(Duration::from_secs(2))),
+        )
+        .await
+        .expect("not queued behind the pace")
+        .expect("token");
+        assert!(token.remaining_ms(unix_now_ms()) > 2000);
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "served in {:?}",
+            asked.elapsed()
+        );
         keeper.shutdown(Duration::from_secs(1)).await;
     }
 
