@@ -77,7 +77,7 @@ impl Failure {
 }
 
 /// What a caller of the keeper may get instead of a value.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum KeeperError {
     #[error("no app `{0}` is configured")]
     UnknownApp(String),

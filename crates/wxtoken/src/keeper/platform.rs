@@ -305,6 +305,9 @@ pub(crate) struct Platform {
     /// Authorization codes completed lately (by the callback or by a client), so that
     /// the other path does not spend the code again: code -> authorizer appid.
     recent_codes: Mutex<HashMap<String, String>>,
+    /// Authorizations being completed, by code: a second caller with the same code
+    /// waits for the first one's answer.
+    inflight: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<AuthorizeResult>>>>,
     /// Unix seconds of the newest verify ticket received (0: none since start).
     ticket_created_at: AtomicU64,
 }
@@ -318,7 +321,9 @@ impl std::fmt::Debug for Platform {
     }
 }
 
-/// Codes remembered at most; a burst beyond it forgets the oldest half at once.
+type AuthorizeResult = Result<(AuthorizerView, bool), KeeperError>;
+
+/// Codes remembered at most; a burst beyond it forgets them all at once.
 const RECENT_CODES: usize = 10_000;
 
 impl Platform {
@@ -340,6 +345,7 @@ impl Platform {
             index: Arc::default(),
             authorizers: RwLock::new(BTreeMap::new()),
             recent_codes: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
             ticket_created_at: AtomicU64::new(0),
         })
     }
@@ -822,6 +828,40 @@ impl Keeper {
                 return Ok((AuthorizerView::from(&*found.link().record()), false));
             }
         }
+        // The same code arriving twice at once (the push and the redirect) is completed
+        // once: the second caller waits for the first's answer instead of spending the
+        // code again (WeChat would refuse it).
+        let cell = {
+            let mut inflight = platform.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            inflight
+                .entry(authorization_code.to_owned())
+                .or_default()
+                .clone()
+        };
+        let mut first = false;
+        let answer = cell
+            .get_or_init(|| {
+                first = true;
+                self.authorize_once(platform, authorization_code)
+            })
+            .await
+            .clone();
+        platform
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(authorization_code);
+        match answer {
+            Ok((view, created)) => Ok((view, created && first)),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn authorize_once(
+        &self,
+        platform: &Platform,
+        authorization_code: &str,
+    ) -> Result<(AuthorizerView, bool), KeeperError> {
         let started_ms = unix_now_ms();
         let answer = self
             .component_call(platform, Want::QueryAuth(authorization_code))
@@ -1699,6 +1739,21 @@ mod tests {
         // The same code again (the push and the redirect both carry it): no second call.
         let (_, created) = keeper.authorize("platform", &code).await.expect("known");
         assert!(!created);
+        assert_eq!(api.calls("api_query_auth"), 1);
+        keeper.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_same_code_twice_at_once_is_completed_once() {
+        let (api, _dir, _store, keeper) = ready_keeper().await;
+        let code = api.authorize("wxmerchant0001");
+        let (a, b) = tokio::join!(
+            keeper.authorize("platform", &code),
+            keeper.authorize("platform", &code)
+        );
+        let (a, b) = (a.expect("first"), b.expect("second"));
+        assert_eq!(a.0.authorizer_appid, b.0.authorizer_appid);
+        assert!(a.1 ^ b.1, "exactly one of them created it: {} {}", a.1, b.1);
         assert_eq!(api.calls("api_query_auth"), 1);
         keeper.shutdown(Duration::from_secs(1)).await;
     }
