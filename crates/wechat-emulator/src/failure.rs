@@ -60,6 +60,28 @@ impl WxError {
     /// A ticket `type` the endpoint does not know (or none).
     pub const INVALID_ARGS: Self = Self::new(40097, "invalid args");
 
+    // Third-party platforms (component APIs). Codes and texts from the official
+    // api_component_token, api_get_authorizer_list and api_query_auth pages and the
+    // open platform's global code list (as in WxJava's WxOpenErrorMsgEnum).
+    /// `component_appid` names no platform, or not the one the token belongs to.
+    pub const INVALID_COMPONENT: Self = Self::new(61011, "invalid component");
+    /// The verify ticket was issued but is no longer the latest, or is over 12 hours
+    /// old.
+    pub const TICKET_EXPIRED: Self = Self::new(61005, "component ticket is expired");
+    /// The verify ticket is missing or was never issued to this platform.
+    pub const TICKET_INVALID: Self = Self::new(61006, "component ticket is invalid");
+    /// The account is not (or no longer) authorized to this platform.
+    pub const NOT_AUTHORIZED: Self =
+        Self::new(61003, "component is not authorized by this account");
+    /// An authorization code never issued.
+    pub const AUTH_CODE_INVALID: Self = Self::new(61009, "code is invalid");
+    /// An authorization code already exchanged, or older than an hour.
+    pub const AUTH_CODE_EXPIRED: Self = Self::new(61010, "code is expired");
+    /// An authorizer refresh token that is not the current one.
+    pub const REFRESH_TOKEN_INVALID: Self = Self::new(61023, "refresh_token is invalid");
+    /// `api_get_authorizer_list` with `count` over 500.
+    pub const COUNT_LIMIT: Self = Self::new(40170, "args count exceed count limit");
+
     // WeCom (qyapi) says some things differently from official accounts.
     /// WeCom's answer to a dead or foreign token, where official accounts say 40001.
     pub const WECOM_INVALID_TOKEN: Self = Self::new(40014, "invalid access_token");

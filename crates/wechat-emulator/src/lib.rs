@@ -1,15 +1,40 @@
 //! A faithful stand-in for WeChat's credential APIs (`/cgi-bin/token`,
 //! `/cgi-bin/stable_token`, WeCom's `/cgi-bin/gettoken`, and the JS-SDK tickets of
 //! both), the secret-bearing login calls (`/sns/jscode2session`,
-//! `/sns/oauth2/access_token`), media uploads, and a few ordinary APIs that check the
-//! tokens, for the tests, benchmarks and demo of the wxtoken server.
+//! `/sns/oauth2/access_token`), media uploads, a few ordinary APIs that check the
+//! tokens, and the open platform's third-party platform ("component") APIs, for the
+//! tests, benchmarks and demo of the wxtoken server.
+//!
+//! # Third-party platforms
+//!
+//! [`Config::components`] lists the platforms. WeChat's side of the flow is emulated
+//! end to end:
+//!
+//! - verify tickets: [`Emulator::verify_ticket`] mints one without pushing it;
+//!   [`Emulator::push_verify_ticket`] (or `POST /_emulator/push_verify_ticket`) mints
+//!   one and pushes it, encrypted and signed like WeChat's, to the platform's
+//!   `callback_url`; with [`Config::verify_ticket_interval`], [`spawn`] pushes one at
+//!   once and then periodically. Only the latest ticket, younger than
+//!   [`Config::verify_ticket_lifetime`], buys a token.
+//! - `POST /cgi-bin/component/api_component_token`, `api_create_preauthcode`,
+//!   `api_query_auth`, `api_authorizer_token`, `api_get_authorizer_list`, with
+//!   WeChat's shapes and error codes.
+//! - the merchant's side: [`Emulator::authorize`] (or `POST /_emulator/authorize`)
+//!   authorizes an account and returns the authorization code, pushing an
+//!   `authorized` (or `updateauthorized`) event; [`Emulator::unauthorize`] revokes it,
+//!   pushing `unauthorized`.
+//! - authorizer access tokens work on the ordinary APIs and the ticket endpoint like
+//!   any official token, and die like one (40001 / 42001).
 //!
 //! This module owns the public surface: [`Config`], the cloneable [`Emulator`] handle
 //! (shared state behind an `Arc`), and [`spawn`]/[`spawn_on`] that serve it over HTTP.
 //! Token bookkeeping lives in `state`, HTTP handlers in `routes`, error bodies and
-//! failure injection in `failure`, counters in `stats`.
+//! failure injection in `failure`, counters in `stats`, the push crypto in [`crypto`]
+//! and the pushes themselves in `push`.
 
+pub mod crypto;
 mod failure;
+mod push;
 mod routes;
 mod state;
 mod stats;
@@ -17,12 +42,13 @@ mod stats;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tokio::task::{AbortHandle, JoinHandle};
 
-pub use stats::{AppStats, Stats, UNKNOWN_APP, wecom_key};
+pub use stats::{AppStats, ComponentStats, Stats, UNKNOWN_APP, wecom_key};
 
 /// One app (公众号 / 小程序) the emulator knows: its appid and AppSecret.
 #[derive(Clone, PartialEq, Eq)]
@@ -84,6 +110,61 @@ impl fmt::Debug for WecomCredentials {
             .field("corpid", &self.corpid)
             .field("agentid", &self.agentid)
             .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// One third-party platform (开放平台 第三方平台) the emulator knows: its appid and
+/// secret, the push token and EncodingAESKey its pushes are signed and encrypted
+/// with, and where they go.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ComponentCredentials {
+    /// The platform's appid (`component_appid`).
+    pub appid: String,
+    /// Its AppSecret (`component_appsecret`).
+    pub secret: String,
+    /// The message token pushes are signed with.
+    pub token: String,
+    /// The 43-character EncodingAESKey pushes are encrypted with.
+    pub encoding_aes_key: String,
+    /// The "authorization event URL" (授权事件接收URL) verify tickets and
+    /// authorization events are POSTed to; `None` pushes nothing.
+    pub callback_url: Option<String>,
+}
+
+impl ComponentCredentials {
+    /// A platform that pushes nowhere (add [`ComponentCredentials::with_callback`]).
+    pub fn new(
+        appid: impl Into<String>,
+        secret: impl Into<String>,
+        token: impl Into<String>,
+        encoding_aes_key: impl Into<String>,
+    ) -> Self {
+        Self {
+            appid: appid.into(),
+            secret: secret.into(),
+            token: token.into(),
+            encoding_aes_key: encoding_aes_key.into(),
+            callback_url: None,
+        }
+    }
+
+    /// These credentials pushing to `url`.
+    pub fn with_callback(mut self, url: impl Into<String>) -> Self {
+        self.callback_url = Some(url.into());
+        self
+    }
+}
+
+// The secret, the push token and the AES key never reach a log.
+impl fmt::Debug for ComponentCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ComponentCredentials")
+            .field("appid", &self.appid)
+            .field("secret", &"<redacted>")
+            .field("token", &"<redacted>")
+            .field("encoding_aes_key", &"<redacted>")
+            .field("callback_url", &self.callback_url)
             .finish()
     }
 }
@@ -152,8 +233,25 @@ pub struct Config {
     pub agent_ticket_hourly: u64,
     /// Official `ticket/getticket` calls allowed per app per day, all types
     /// together. WeChat only says "very limited"; 100,000 matches its ordinary
-    /// API quotas.
+    /// API quotas. Authorizers have their own count each.
     pub ticket_daily: u64,
+    /// Third-party platforms whose component APIs are accepted.
+    pub components: Vec<ComponentCredentials>,
+    /// Lifetime of a `component_access_token` in seconds (WeChat: 7200).
+    pub component_expires_in: u64,
+    /// Lifetime of an authorizer access token in seconds (WeChat: 7200).
+    pub authorizer_expires_in: u64,
+    /// How long the latest verify ticket buys component tokens (WeChat: 12 hours);
+    /// older, it answers 61005.
+    pub verify_ticket_lifetime: Duration,
+    /// With `Some(n)`, [`spawn`] pushes a fresh verify ticket to every platform with a
+    /// callback URL at once and then every `n` (WeChat: 10 minutes); `None` pushes
+    /// only when asked ([`Emulator::push_verify_ticket`]).
+    pub verify_ticket_interval: Option<Duration>,
+    /// Every `api_authorizer_token` answer carries a new refresh token and the old one
+    /// stops working (61023), so that a client that fails to keep the returned one
+    /// finds out. `false` keeps the refresh token until the next authorization.
+    pub rotate_refresh_tokens: bool,
 }
 
 impl Default for Config {
@@ -177,6 +275,12 @@ impl Default for Config {
             corp_ticket_hourly: 400,
             agent_ticket_hourly: 100,
             ticket_daily: 100_000,
+            components: Vec::new(),
+            component_expires_in: 7200,
+            authorizer_expires_in: 7200,
+            verify_ticket_lifetime: Duration::from_secs(12 * 3600),
+            verify_ticket_interval: None,
+            rotate_refresh_tokens: true,
         }
     }
 }
@@ -195,6 +299,37 @@ impl Config {
         self.wecom_apps
             .push(WecomCredentials::new(corpid, agentid, secret));
         self
+    }
+
+    /// This config with one more third-party platform, pushing nowhere (set its
+    /// `callback_url`, or use [`Config::with_component_credentials`]):
+    /// `Config::default().with_component("wxc", "secret", "token", "43 chars...")`.
+    pub fn with_component(
+        mut self,
+        appid: &str,
+        secret: &str,
+        token: &str,
+        encoding_aes_key: &str,
+    ) -> Self {
+        self.components.push(ComponentCredentials::new(
+            appid,
+            secret,
+            token,
+            encoding_aes_key,
+        ));
+        self
+    }
+
+    /// This config with one more third-party platform, as given.
+    pub fn with_component_credentials(mut self, component: ComponentCredentials) -> Self {
+        self.components.push(component);
+        self
+    }
+
+    /// The credentials of the platform `appid`, if configured (the last entry wins if
+    /// it is listed twice).
+    pub fn component(&self, appid: &str) -> Option<&ComponentCredentials> {
+        self.components.iter().rev().find(|c| c.appid == appid)
     }
 }
 
@@ -221,6 +356,8 @@ pub struct Emulator {
 struct Shared {
     config: Config,
     state: Mutex<state::State>,
+    /// The HTTP client and concurrency limit of pushes to callback URLs.
+    pusher: push::Pusher,
 }
 
 impl fmt::Debug for Emulator {
@@ -232,14 +369,15 @@ impl fmt::Debug for Emulator {
 }
 
 impl Emulator {
-    /// An emulator knowing `config.apps` and `config.wecom_apps`, with no tokens
-    /// issued yet.
+    /// An emulator knowing `config.apps`, `config.wecom_apps` and
+    /// `config.components`, with no tokens issued yet.
     pub fn new(config: Config) -> Self {
         let state = state::State::new(&config);
         Self {
             shared: Arc::new(Shared {
                 config,
                 state: Mutex::new(state),
+                pusher: push::Pusher::default(),
             }),
         }
     }
@@ -315,6 +453,149 @@ impl Emulator {
         self.lock().reset_quota();
     }
 
+    /// Mints a verify ticket for the platform `component_appid` without pushing it
+    /// (for tests that run no callback): from now on it is the one
+    /// `api_component_token` accepts. `None` if the platform is unknown.
+    pub fn verify_ticket(&self, component_appid: &str) -> Option<String> {
+        self.lock()
+            .mint_verify_ticket(component_appid, tokio::time::Instant::now())
+    }
+
+    /// The latest verify ticket minted for the platform, pushed or not.
+    pub fn current_verify_ticket(&self, component_appid: &str) -> Option<String> {
+        self.lock().current_verify_ticket(component_appid)
+    }
+
+    /// Mints a verify ticket (the latest from now on) and pushes it to the platform's
+    /// callback URL, as WeChat does every 10 minutes. The ticket, or why it was not
+    /// delivered: unknown platform, no callback URL, no answer, or an answer other
+    /// than HTTP 2xx with the body `success`. As on WeChat, a ticket whose push
+    /// failed is the latest all the same.
+    pub async fn push_verify_ticket(&self, component_appid: &str) -> Result<String, String> {
+        self.push_ticket(component_appid).await
+    }
+
+    /// Authorizes `authorizer_appid` to the platform `component_appid` (the
+    /// merchant's click), granting the default permission set (func_info 1, 2, 3, 4,
+    /// 5, 6, 7, 11, 15; a re-authorization keeps the previous set). Returns the
+    /// authorization code for `api_query_auth` (single use, an hour); pushes an
+    /// `authorized` event (`updateauthorized` if it was authorized already) to the
+    /// callback URL in the background. A new refresh token replaces the previous
+    /// one, as on WeChat. `None` if the platform is unknown.
+    pub fn authorize(&self, component_appid: &str, authorizer_appid: &str) -> Option<String> {
+        self.authorize_account(component_appid, authorizer_appid, None, None)
+            .map(|outcome| outcome.authorization_code)
+    }
+
+    /// [`Emulator::authorize`] granting exactly `func_info` (permission set ids).
+    pub fn authorize_with(
+        &self,
+        component_appid: &str,
+        authorizer_appid: &str,
+        func_info: &[u32],
+    ) -> Option<String> {
+        self.authorize_account(component_appid, authorizer_appid, Some(func_info), None)
+            .map(|outcome| outcome.authorization_code)
+    }
+
+    /// Revokes `authorizer_appid`'s authorization of the platform (the merchant
+    /// cancels it in the console): its refresh token answers 61003 from now on and its
+    /// access tokens 40001; an `unauthorized` event is pushed in the background.
+    /// `false` if it was not authorized.
+    pub fn unauthorize(&self, component_appid: &str, authorizer_appid: &str) -> bool {
+        let revoked = self.lock().unauthorize(
+            component_appid,
+            authorizer_appid,
+            tokio::time::Instant::now(),
+        );
+        if revoked {
+            let message = push::unauthorized_message(component_appid, authorizer_appid, unix_now());
+            self.push_in_background(component_appid, message);
+        }
+        revoked
+    }
+
+    /// The refresh token that works for `authorizer_appid` under the platform right
+    /// now (`None` if it is not authorized): what a client should have kept.
+    pub fn refresh_token_of(
+        &self,
+        component_appid: &str,
+        authorizer_appid: &str,
+    ) -> Option<String> {
+        self.lock()
+            .refresh_token_of(component_appid, authorizer_appid)
+    }
+
+    /// Starts pushing verify tickets in the background as [`Config::verify_ticket_interval`]
+    /// says: one to every platform with a callback URL at once, then one each interval;
+    /// a failed push is logged and the next tick tries again. `None` (nothing started)
+    /// without an interval, without such a platform, or outside a tokio runtime.
+    /// [`spawn`] calls this; a server built on [`Emulator::router`] calls it itself.
+    pub fn spawn_verify_ticket_pushes(&self) -> Option<JoinHandle<()>> {
+        let every = self
+            .config()
+            .verify_ticket_interval?
+            .max(Duration::from_millis(1));
+        let mut components: Vec<String> = self
+            .config()
+            .components
+            .iter()
+            .filter(|c| c.callback_url.is_some())
+            .map(|c| c.appid.clone())
+            .collect();
+        components.sort();
+        components.dedup();
+        if components.is_empty() {
+            return None;
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let emulator = self.clone();
+        Some(runtime.spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                for component in &components {
+                    if let Err(err) = emulator.push_ticket(component).await {
+                        tracing::warn!(
+                            component = %component,
+                            %err,
+                            "verify ticket push failed; the next tick tries again"
+                        );
+                    }
+                }
+            }
+        }))
+    }
+
+    /// Authorizes an account and pushes the event; what [`Emulator::authorize`] and
+    /// `POST /_emulator/authorize` share.
+    pub(crate) fn authorize_account(
+        &self,
+        component_appid: &str,
+        authorizer_appid: &str,
+        func_info: Option<&[u32]>,
+        pre_auth_code: Option<&str>,
+    ) -> Option<state::AuthorizeOutcome> {
+        let now = unix_now();
+        let outcome = self.lock().authorize(
+            component_appid,
+            authorizer_appid,
+            func_info,
+            tokio::time::Instant::now(),
+            now,
+        )?;
+        let message = push::authorized_message(
+            component_appid,
+            authorizer_appid,
+            &outcome,
+            pre_auth_code,
+            now,
+        );
+        self.push_in_background(component_appid, message);
+        Some(outcome)
+    }
+
     pub(crate) fn config(&self) -> &Config {
         &self.shared.config
     }
@@ -327,6 +608,14 @@ impl Emulator {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Unix seconds now (0 if the clock is before 1970).
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 /// NaN and out-of-range rates would make failure injection meaningless; clamp them.
@@ -347,6 +636,18 @@ pub struct RunningEmulator {
     pub emulator: Emulator,
     /// Dropped with the handle, which resolves the server's shutdown signal.
     _shutdown: oneshot::Sender<()>,
+    /// The periodic verify ticket pushes, stopped with the handle.
+    _ticket_pushes: Option<AbortOnDrop>,
+}
+
+/// Aborts a background task when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl RunningEmulator {
@@ -363,7 +664,8 @@ pub async fn spawn(config: Config) -> std::io::Result<RunningEmulator> {
     spawn_on(listener, config).await
 }
 
-/// Serves a new emulator on `listener` (e.g. to restart on a known port).
+/// Serves a new emulator on `listener` (e.g. to restart on a known port), and starts
+/// its periodic verify ticket pushes if [`Config::verify_ticket_interval`] asks for them.
 pub async fn spawn_on(listener: TcpListener, config: Config) -> std::io::Result<RunningEmulator> {
     let addr = listener.local_addr()?;
     let emulator = Emulator::new(config);
@@ -381,9 +683,13 @@ pub async fn spawn_on(listener: TcpListener, config: Config) -> std::io::Result<
             tracing::warn!(%err, "wechat emulator server stopped with an error");
         }
     });
+    let ticket_pushes = emulator
+        .spawn_verify_ticket_pushes()
+        .map(|task| AbortOnDrop(task.abort_handle()));
     Ok(RunningEmulator {
         addr,
         emulator,
         _shutdown: tx,
+        _ticket_pushes: ticket_pushes,
     })
 }

@@ -1,7 +1,7 @@
 //! `wechat-emulator` binary: serves the emulated WeChat API on a TCP port.
 //!
-//! Thin by design: parses flags into a [`Config`], serves [`Emulator::router`] until
-//! ctrl-c. All behaviour lives in the library.
+//! Thin by design: parses flags into a [`Config`], serves [`Emulator::router`] (and
+//! pushes verify tickets if asked) until ctrl-c. All behaviour lives in the library.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,11 +9,14 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use wechat_emulator::{AppCredentials, Config, Emulator, FailKind, WecomCredentials, wecom_key};
+use wechat_emulator::crypto::MsgCrypt;
+use wechat_emulator::{
+    AppCredentials, ComponentCredentials, Config, Emulator, FailKind, WecomCredentials, wecom_key,
+};
 
 /// A stand-in for WeChat's credential APIs (/cgi-bin/token, /cgi-bin/stable_token,
 /// WeCom's /cgi-bin/gettoken, and the JS-SDK tickets), its login calls (/sns/*), media
-/// uploads, and a few ordinary APIs.
+/// uploads, a few ordinary APIs, and third-party platforms (/cgi-bin/component/*).
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -21,9 +24,9 @@ struct Cli {
     #[arg(long, default_value = "127.0.0.1:7300")]
     listen: SocketAddr,
     /// An accepted app as APPID:SECRET; repeat for more apps. Required unless a
-    /// --wecom-app is given.
+    /// --wecom-app or a --component is given.
     #[arg(long = "app", value_name = "APPID:SECRET", value_parser = parse_app,
-          required_unless_present = "wecom_apps")]
+          required_unless_present_any = ["wecom_apps", "components"])]
     apps: Vec<AppCredentials>,
     /// An accepted WeCom app as CORPID:AGENTID:SECRET; repeat for more apps.
     #[arg(long = "wecom-app", value_name = "CORPID:AGENTID:SECRET",
@@ -80,6 +83,31 @@ struct Cli {
     /// WeCom agent_config ticket calls allowed per app per rolling hour.
     #[arg(long, default_value_t = 100)]
     agent_ticket_hourly: u64,
+    /// A third-party platform as APPID:SECRET:TOKEN:ENCODING_AES_KEY, optionally
+    /// followed by @CALLBACK_URL where verify tickets and authorization events are
+    /// pushed; repeat for more platforms.
+    #[arg(long = "component",
+          value_name = "APPID:SECRET:TOKEN:ENCODING_AES_KEY[@CALLBACK_URL]",
+          value_parser = parse_component)]
+    components: Vec<ComponentCredentials>,
+    /// component_access_token lifetime in seconds.
+    #[arg(long, default_value_t = 7200)]
+    component_expires_in: u64,
+    /// Authorizer access token lifetime in seconds.
+    #[arg(long, default_value_t = 7200)]
+    authorizer_expires_in: u64,
+    /// Push a fresh verify ticket to every platform with a callback URL at start and
+    /// then every this many seconds (fractions allowed; WeChat: 600). Without it,
+    /// tickets are pushed only on POST /_emulator/push_verify_ticket.
+    #[arg(long, value_parser = parse_interval)]
+    verify_ticket_interval_secs: Option<f64>,
+    /// Seconds the latest verify ticket stays usable.
+    #[arg(long, default_value_t = 43_200)]
+    verify_ticket_lifetime_secs: u64,
+    /// Keep an authorizer's refresh token across api_authorizer_token calls instead of
+    /// issuing a new one each time.
+    #[arg(long)]
+    keep_refresh_tokens: bool,
 }
 
 fn parse_app(s: &str) -> Result<AppCredentials, String> {
@@ -106,6 +134,37 @@ fn parse_wecom_app(s: &str) -> Result<WecomCredentials, String> {
         _ => Err(
             "--wecom-app must be CORPID:AGENTID:SECRET with all three parts non-empty".to_owned(),
         ),
+    }
+}
+
+fn parse_component(s: &str) -> Result<ComponentCredentials, String> {
+    const USAGE: &str = "--component must be APPID:SECRET:TOKEN:ENCODING_AES_KEY[@CALLBACK_URL] \
+                         with the first four parts non-empty";
+    // Secrets, tokens and keys are letters and digits: the first '@' starts the URL.
+    let (credentials, callback) = match s.split_once('@') {
+        Some((credentials, url)) if !url.is_empty() => (credentials, Some(url)),
+        Some(_) => return Err(USAGE.to_owned()),
+        None => (s, None),
+    };
+    let parts: Vec<&str> = credentials.split(':').collect();
+    let [appid, secret, token, key] = parts[..] else {
+        return Err(USAGE.to_owned());
+    };
+    if [appid, secret, token, key].iter().any(|p| p.is_empty()) {
+        return Err(USAGE.to_owned());
+    }
+    MsgCrypt::new(token, key, appid).map_err(|e| format!("--component {appid}: {e}"))?;
+    let component = ComponentCredentials::new(appid, secret, token, key);
+    Ok(match callback {
+        Some(url) => component.with_callback(url),
+        None => component,
+    })
+}
+
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err("--verify-ticket-interval-secs must be a positive number of seconds".to_owned()),
     }
 }
 
@@ -155,6 +214,14 @@ impl Cli {
             corp_ticket_hourly: self.corp_ticket_hourly,
             agent_ticket_hourly: self.agent_ticket_hourly,
             ticket_daily: self.ticket_daily,
+            components: self.components,
+            component_expires_in: self.component_expires_in,
+            authorizer_expires_in: self.authorizer_expires_in,
+            verify_ticket_lifetime: Duration::from_secs(self.verify_ticket_lifetime_secs),
+            verify_ticket_interval: self
+                .verify_ticket_interval_secs
+                .map(Duration::from_secs_f64),
+            rotate_refresh_tokens: !self.keep_refresh_tokens,
         }
     }
 }
@@ -175,7 +242,8 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|a| wecom_key(&a.corpid, a.agentid))
         .collect();
-    tracing::info!(?appids, ?wecom_apps, "configured apps");
+    let components: Vec<&str> = config.components.iter().map(|c| c.appid.as_str()).collect();
+    tracing::info!(?appids, ?wecom_apps, ?components, "configured apps");
 
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -183,6 +251,8 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener.local_addr().context("reading the bound address")?;
     let emulator = Emulator::new(config);
     tracing::info!(%addr, "wechat emulator listening");
+    // Runs as long as the process; nothing to stop on shutdown.
+    let _ticket_pushes = emulator.spawn_verify_ticket_pushes();
     axum::serve(listener, emulator.router())
         .with_graceful_shutdown(async {
             if let Err(err) = tokio::signal::ctrl_c().await {
@@ -243,6 +313,59 @@ mod tests {
             ),
             (60, 5, 3)
         );
+    }
+
+    const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+    #[test]
+    fn components_parse_with_and_without_a_callback() {
+        let config = parse(&[
+            "--component",
+            &format!("wxc1:sec:tok:{KEY}@http://127.0.0.1:9/cb?x=1"),
+            "--component",
+            &format!("wxc2:sec2:tok2:{KEY}"),
+            "--authorizer-expires-in",
+            "60",
+            "--verify-ticket-interval-secs",
+            "0.5",
+        ])
+        .expect("components only");
+        assert!(config.apps.is_empty());
+        assert_eq!(
+            config.components,
+            vec![
+                ComponentCredentials::new("wxc1", "sec", "tok", KEY)
+                    .with_callback("http://127.0.0.1:9/cb?x=1"),
+                ComponentCredentials::new("wxc2", "sec2", "tok2", KEY),
+            ]
+        );
+        assert_eq!(config.authorizer_expires_in, 60);
+        assert_eq!(config.component_expires_in, 7200);
+        assert_eq!(
+            config.verify_ticket_interval,
+            Some(Duration::from_millis(500))
+        );
+        assert!(config.rotate_refresh_tokens);
+        let config = parse(&["--app", "wx1:s", "--keep-refresh-tokens"]).expect("app");
+        assert_eq!(config.verify_ticket_interval, None);
+        assert!(!config.rotate_refresh_tokens);
+    }
+
+    #[test]
+    fn bad_components_are_refused_naming_the_flag() {
+        for bad in [
+            "wxc:sec:tok".to_owned(),
+            format!("wxc:sec:tok:{KEY}:extra"),
+            format!(":sec:tok:{KEY}"),
+            "wxc:sec:tok:shortkey".to_owned(),
+            format!("wxc:sec:tok:{KEY}@"),
+        ] {
+            let err = parse(&["--component", &bad]).expect_err(&bad);
+            assert!(err.contains("--component"), "{bad}: {err}");
+        }
+        let err = parse(&["--app", "wx1:s", "--verify-ticket-interval-secs", "0"])
+            .expect_err("zero interval");
+        assert!(err.contains("--verify-ticket-interval-secs"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Per-app call counters: what the emulator saw, for tests and benchmarks to assert on.
 //!
-//! Owns [`Stats`] / [`AppStats`], the JSON served at `GET /_emulator/stats`, and
-//! [`wecom_key`], the key under which a WeCom app's counters appear.
+//! Owns [`Stats`] / [`AppStats`] / [`ComponentStats`], the JSON served at
+//! `GET /_emulator/stats`, and [`wecom_key`], the key under which a WeCom app's counters
+//! appear. Third-party platforms are counted per platform, never per authorizer: a
+//! platform with 100,000 authorizers adds one entry.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +18,50 @@ pub struct Stats {
     /// Counters per appid, per [`wecom_key`] for WeCom apps, plus [`UNKNOWN_APP`] for
     /// calls that name no known app or carry a never-issued token.
     pub apps: BTreeMap<String, AppStats>,
+    /// Counters per third-party platform (component appid), plus [`UNKNOWN_APP`] for
+    /// component calls that name no known platform or carry a token that is not a
+    /// component token.
+    // Default keeps stats JSON from before the third-party platform parsable.
+    #[serde(default)]
+    pub components: BTreeMap<String, ComponentStats>,
+}
+
+/// Counters of one third-party platform (component) since the emulator started.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+// Counters added later default to zero when older JSON is read.
+#[serde(default)]
+pub struct ComponentStats {
+    /// `api_component_token` calls received, failed ones included.
+    pub component_token_calls: u64,
+    /// New `component_access_token` values issued.
+    pub component_tokens_issued: u64,
+    /// `api_create_preauthcode` calls received, failed ones included.
+    pub preauthcode_calls: u64,
+    /// `api_query_auth` calls received, failed ones included.
+    pub query_auth_calls: u64,
+    /// `api_authorizer_token` calls received (all authorizers together), failed ones
+    /// included.
+    pub authorizer_token_calls: u64,
+    /// `api_get_authorizer_list` calls received, failed ones included.
+    pub authorizer_list_calls: u64,
+    /// Component calls answered 40001 or 42001 because the component token was dead.
+    pub stale_rejections: u64,
+    /// `api_component_token` and `api_authorizer_token` calls answered with an
+    /// injected failure (busy, HTTP 500 or timeout).
+    pub injected_failures: u64,
+    /// Verify tickets minted (pushed or not).
+    pub verify_tickets_issued: u64,
+    /// Pushes to the callback URL answered with HTTP 2xx and the body `success`.
+    pub pushes_sent: u64,
+    /// Pushes that failed: no answer, another status, or another body.
+    pub pushes_failed: u64,
+    /// Accounts authorized to the platform right now (a gauge, not a counter).
+    pub authorized: u64,
+    /// What the authorizers' tokens did, summed over all authorizers:
+    /// `tokens_issued` (authorizer access tokens, from `api_query_auth` and
+    /// `api_authorizer_token`), `api_calls`, `stale_rejections`, `ticket_calls`,
+    /// `tickets_issued`, `injected_failures` (on ticket calls), uploads.
+    pub authorizers: AppStats,
 }
 
 /// The key of a WeCom app in [`Stats::apps`]: `"{corpid}:{agentid}"`. A corp has
@@ -77,5 +123,13 @@ impl Stats {
     /// Counters of `appid`, or all zeros if the emulator never saw it.
     pub fn app(&self, appid: &str) -> AppStats {
         self.apps.get(appid).cloned().unwrap_or_default()
+    }
+
+    /// Counters of the platform `component_appid`, or all zeros if it is unknown.
+    pub fn component(&self, component_appid: &str) -> ComponentStats {
+        self.components
+            .get(component_appid)
+            .cloned()
+            .unwrap_or_default()
     }
 }

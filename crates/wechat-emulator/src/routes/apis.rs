@@ -163,7 +163,7 @@ pub(crate) async fn wecom_user(
 }
 
 /// The body as a JSON object, whatever the Content-Type (WeChat ignores it).
-fn json_object(body: &[u8]) -> Option<serde_json::Map<String, Value>> {
+pub(super) fn json_object(body: &[u8]) -> Option<serde_json::Map<String, Value>> {
     match serde_json::from_slice(body) {
         Ok(Value::Object(map)) => Some(map),
         _ => None,

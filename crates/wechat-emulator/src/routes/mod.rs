@@ -3,9 +3,11 @@
 //! Owns the router, the small admin/fallback handlers, [`deliver`], which times every
 //! token and ticket answer, and [`api_delay`], which times every other API's; the
 //! token endpoints live in `token`, the ticket endpoints in `tickets`, the ordinary
-//! APIs in `ordinary` and `apis`, the login calls in `login`, uploads in `media`.
+//! APIs in `ordinary` and `apis`, the login calls in `login`, uploads in `media`, the
+//! third-party platform APIs and their `/_emulator/*` hooks in `component`.
 
 mod apis;
+mod component;
 mod datacube;
 mod login;
 mod media;
@@ -48,8 +50,35 @@ pub(crate) fn router(emulator: Emulator) -> Router {
         )
         .route("/sns/jscode2session", get(login::jscode2session))
         .route("/sns/oauth2/access_token", get(login::oauth2_access_token))
+        .route(
+            "/cgi-bin/component/api_component_token",
+            post(component::component_token),
+        )
+        .route(
+            "/cgi-bin/component/api_create_preauthcode",
+            post(component::create_preauthcode),
+        )
+        .route(
+            "/cgi-bin/component/api_query_auth",
+            post(component::query_auth),
+        )
+        .route(
+            "/cgi-bin/component/api_authorizer_token",
+            post(component::authorizer_token),
+        )
+        .route(
+            "/cgi-bin/component/api_get_authorizer_list",
+            post(component::authorizer_list),
+        )
         .route("/_emulator/stats", get(stats))
         .route("/_emulator/reset_quota", post(reset_quota))
+        .route("/_emulator/authorize", post(component::authorize))
+        .route("/_emulator/unauthorize", post(component::unauthorize))
+        .route("/_emulator/verify_ticket", post(component::verify_ticket))
+        .route(
+            "/_emulator/push_verify_ticket",
+            post(component::push_verify_ticket),
+        )
         .fallback(not_found)
         .with_state(emulator)
 }

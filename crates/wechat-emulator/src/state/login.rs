@@ -175,7 +175,7 @@ impl State {
             .tokens
             .get(token)
             .filter(|entry| entry.check(now) == TokenCheck::Valid)
-            .map(|entry| (entry.family, entry.owner.clone()));
+            .map(|entry| entry.stats_key());
         let stats = self.stats_mut(owner.as_ref().map(|(f, o)| (*f, &**o)));
         stats.media_uploads += 1;
         stats.media_bytes += bytes;

@@ -8,8 +8,11 @@
 //! lives) and the per-app records; the endpoints' logic is split by family:
 //! `token` (official `/cgi-bin/token` and `stable_token`), `wecom` (WeCom
 //! `gettoken`), `tickets` (official and WeCom JS-SDK tickets), `login` (the
-//! secret-bearing login calls, and media uploads' limits and counters).
+//! secret-bearing login calls, and media uploads' limits and counters), `component`
+//! (third-party platforms: verify tickets, component tokens, authorizations and the
+//! authorizers' tokens, which live in the shared registry like every other token).
 
+mod component;
 mod login;
 mod tickets;
 mod token;
@@ -23,9 +26,12 @@ use rand::Rng;
 use tokio::time::Instant;
 
 use crate::failure::{self, WxError};
-use crate::stats::{AppStats, Stats, UNKNOWN_APP};
+use crate::stats::{AppStats, ComponentStats, Stats, UNKNOWN_APP};
 use crate::{Config, FailKind, TokenCheck, clamp_rate};
 
+pub(crate) use component::{
+    AUTH_CODE_EXPIRES_IN, AuthorizeOutcome, ComponentAuth, ComponentTokenRequest,
+};
 pub(crate) use login::{LoginKind, LoginRequest, MediaLimits};
 pub(crate) use tickets::{Ticket, TicketKind, WecomTicket};
 pub(crate) use token::{Admission, Answer, Call, Endpoint, TokenRequest};
@@ -80,6 +86,12 @@ enum Family {
     Official,
     /// WeCom (`qyapi.weixin.qq.com`).
     Wecom,
+    /// A third-party platform's `component_access_token`: accepted by the component
+    /// APIs only.
+    Component,
+    /// An authorizer access token, issued through a third-party platform for an
+    /// official account or mini program: accepted wherever an official token is.
+    Authorizer,
 }
 
 impl Family {
@@ -87,9 +99,17 @@ impl Family {
     /// the other family's).
     fn invalid_token(self) -> WxError {
         match self {
-            Family::Official => WxError::INVALID_CREDENTIAL,
+            Family::Official | Family::Component | Family::Authorizer => {
+                WxError::INVALID_CREDENTIAL
+            }
             Family::Wecom => WxError::WECOM_INVALID_TOKEN,
         }
+    }
+
+    /// Whether an endpoint of family `endpoint` accepts this family's tokens: each its
+    /// own, and official endpoints authorizer tokens too.
+    fn accepted_by(self, endpoint: Family) -> bool {
+        self == endpoint || (self == Family::Authorizer && endpoint == Family::Official)
     }
 }
 
@@ -97,8 +117,11 @@ impl Family {
 #[derive(Debug)]
 struct TokenEntry {
     family: Family,
-    /// The appid, or for WeCom the [`crate::wecom_key`].
+    /// The appid, or for WeCom the [`crate::wecom_key`]; for a component token the
+    /// component appid, for an authorizer token the authorizer appid.
     owner: Arc<str>,
+    /// For an authorizer token, the component it was issued through.
+    component: Option<Arc<str>>,
     expires_at: Instant,
     /// Set when a newer token replaces this one, or it is revoked; from then on it
     /// answers 40001 (WeCom: 40014).
@@ -125,6 +148,23 @@ impl TokenEntry {
     /// Kills the token at `at` unless it already dies earlier.
     fn kill(&mut self, at: Instant) {
         self.killed_at = Some(self.killed_at.map_or(at, |k| k.min(at)));
+    }
+
+    /// Kills a replaced token at `at`, unless it expires first: then it just expires
+    /// (42001), as on WeChat.
+    fn doom(&mut self, at: Instant) {
+        if at < self.expires_at {
+            self.kill(at);
+        }
+    }
+
+    /// Whose counters the token's calls go to: its app, or for an authorizer token its
+    /// component (authorizers are counted together, per component).
+    fn stats_key(&self) -> (Family, Arc<str>) {
+        match (self.family, &self.component) {
+            (Family::Authorizer, Some(component)) => (Family::Authorizer, component.clone()),
+            _ => (self.family, self.owner.clone()),
+        }
     }
 }
 
@@ -202,6 +242,11 @@ pub(crate) struct State {
     corps: HashMap<String, wecom::Corp>,
     tokens: HashMap<String, TokenEntry>,
     tickets: HashMap<String, tickets::TicketEntry>,
+    /// Third-party platforms by component appid.
+    components: HashMap<String, component::ComponentState>,
+    /// Counters for component calls that name no known platform or carry a token that
+    /// is no component token.
+    unknown_component: ComponentStats,
     /// Login codes (`js_code`, OAuth `code`) already exchanged, with when: each works
     /// once. Forgotten after [`RETENTION`], long after WeChat's 5-minute code life.
     used_codes: HashMap<String, Instant>,
@@ -233,6 +278,8 @@ impl State {
             corps: HashMap::new(),
             tokens: HashMap::new(),
             tickets: HashMap::new(),
+            components: HashMap::new(),
+            unknown_component: ComponentStats::default(),
             used_codes: HashMap::new(),
             unknown: AppStats::default(),
             last_prune: Instant::now(),
@@ -242,6 +289,9 @@ impl State {
         }
         for app in &config.wecom_apps {
             state.add_wecom_app(&app.corpid, app.agentid, &app.secret);
+        }
+        for component in &config.components {
+            state.add_component(&component.appid, &component.secret);
         }
         state
     }
@@ -266,6 +316,14 @@ impl State {
                 .apps
                 .insert(UNKNOWN_APP.to_owned(), self.unknown.clone());
         }
+        for (appid, component) in &self.components {
+            stats.components.insert(appid.clone(), component.stats());
+        }
+        if self.unknown_component != ComponentStats::default() {
+            stats
+                .components
+                .insert(UNKNOWN_APP.to_owned(), self.unknown_component.clone());
+        }
         stats
     }
 
@@ -280,6 +338,9 @@ impl State {
         }
         for corp in self.corps.values_mut() {
             corp.tickets.clear();
+        }
+        for component in self.components.values_mut() {
+            component.reset_quota();
         }
     }
 
@@ -298,11 +359,15 @@ impl State {
         }
     }
 
-    /// Checks `token` for an ordinary API call and counts the outcome. Both
-    /// families' tokens are accepted; a dead one answers in its family's words.
+    /// Checks `token` for an ordinary API call and counts the outcome. Official,
+    /// authorizer and WeCom tokens are accepted; a dead one answers in its family's
+    /// words. A component token is no token here (40001), as on WeChat.
     pub fn use_token(&mut self, token: &str, now: Instant) -> Result<(), WxError> {
         let (verdict, owner) = match self.tokens.get(token) {
-            Some(entry) => (entry.check(now), Some((entry.family, entry.owner.clone()))),
+            Some(entry) if entry.family == Family::Component => {
+                (TokenCheck::Invalid, Some(entry.stats_key()))
+            }
+            Some(entry) => (entry.check(now), Some(entry.stats_key())),
             None => (TokenCheck::Invalid, None),
         };
         let family = owner.as_ref().map(|(family, _)| *family);
@@ -323,12 +388,18 @@ impl State {
         }
     }
 
-    /// The counters of a token's owner, or the unknown bucket.
+    /// The counters of a token's owner (see [`TokenEntry::stats_key`]), or the unknown
+    /// bucket. A component token's misuse on an ordinary API counts as unknown: the
+    /// platform's own counters are for its own APIs.
     fn stats_mut(&mut self, owner: Option<(Family, &str)>) -> &mut AppStats {
         let found = match owner {
             Some((Family::Official, appid)) => self.apps.get_mut(appid).map(|a| &mut a.stats),
             Some((Family::Wecom, key)) => self.wecom.get_mut(key).map(|a| &mut a.stats),
-            None => None,
+            Some((Family::Authorizer, component)) => self
+                .components
+                .get_mut(component)
+                .map(|c| c.authorizer_stats()),
+            Some((Family::Component, _)) | None => None,
         };
         match found {
             Some(stats) => stats,
@@ -343,8 +414,21 @@ impl State {
 
     /// Creates and registers a fresh token for `owner` (an appid or WeCom key).
     fn mint_token(&mut self, config: &Config, family: Family, owner: &str, now: Instant) -> Grant {
-        self.maybe_prune(now);
         self.stats_mut(Some((family, owner))).tokens_issued += 1;
+        self.register_token(family, owner, None, config.expires_in, now)
+    }
+
+    /// Creates and registers a fresh token living `expires_in` seconds, counting
+    /// nothing: the one place every token is born.
+    fn register_token(
+        &mut self,
+        family: Family,
+        owner: &str,
+        component: Option<&str>,
+        expires_in: u64,
+        now: Instant,
+    ) -> Grant {
+        self.maybe_prune(now);
         let token = loop {
             let candidate = random_string(TOKEN_LEN);
             // 816 random bits make a clash practically impossible; the check makes
@@ -358,13 +442,14 @@ impl State {
             TokenEntry {
                 family,
                 owner: owner.into(),
-                expires_at: now + Duration::from_secs(config.expires_in),
+                component: component.map(Arc::from),
+                expires_at: now + Duration::from_secs(expires_in),
                 killed_at: None,
             },
         );
         Grant {
             access_token: token,
-            expires_in: config.expires_in,
+            expires_in,
         }
     }
 
@@ -381,17 +466,16 @@ impl State {
         self.tickets
             .retain(|_, entry| entry.expires_at + RETENTION > now);
         self.used_codes.retain(|_, used| *used + RETENTION > now);
+        for component in self.components.values_mut() {
+            component.prune(now, RETENTION);
+        }
     }
 }
 
-/// Rolls for an injected failure on a validated call, counting it in `stats`: a
-/// timeout still proceeds (the answer hangs), the other kinds issue nothing.
-fn inject(
-    knobs: &Knobs,
-    spread: &mut Spread,
-    kinds: &[FailKind],
-    stats: &mut AppStats,
-) -> Admission {
+/// Rolls for an injected failure on a validated call, counting it in `injected` (the
+/// caller's `injected_failures`): a timeout still proceeds (the answer hangs), the
+/// other kinds issue nothing.
+fn inject(knobs: &Knobs, spread: &mut Spread, kinds: &[FailKind], injected: &mut u64) -> Admission {
     let failure = if knobs.fail_spread {
         spread.calls += 1;
         // ceil, so the schedule starts with a failure (the cold path meets one too); the
@@ -409,7 +493,7 @@ fn inject(
     match failure {
         None => Admission::Proceed { hang: false },
         Some(kind) => {
-            stats.injected_failures += 1;
+            *injected += 1;
             match kind {
                 FailKind::Timeout => Admission::Proceed { hang: true },
                 other => Admission::Fail(other),
@@ -419,13 +503,19 @@ fn inject(
 }
 
 fn random_string(len: usize) -> String {
-    let mut rng = rand::rng();
-    (0..len)
-        .map(|_| char::from(TOKEN_ALPHABET[rng.random_range(0..TOKEN_ALPHABET.len())]))
+    let mut bytes = vec![0u8; len];
+    rand::rng().fill(&mut bytes[..]);
+    // 64 symbols divide 256, so masking keeps every character equally likely; one
+    // bulk fill is far cheaper than a range draw per character.
+    bytes
+        .iter()
+        .map(|b| char::from(TOKEN_ALPHABET[usize::from(b & 63)]))
         .collect()
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_component;
 #[cfg(test)]
 mod tests_tickets;

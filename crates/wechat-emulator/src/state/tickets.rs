@@ -8,13 +8,13 @@
 //! got past the token and type checks, so a client hammering a limit is not locked
 //! out forever and the windows never hold more than the limit.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Admission, Answer, Call, Family, State, inject, random_string};
+use super::{Admission, Answer, Call, Daily, Family, Spread, State, inject, random_string};
 use crate::failure::WxError;
 use crate::{Config, TokenCheck};
 
@@ -69,6 +69,25 @@ pub(super) struct TicketEntry {
     pub expires_at: Instant,
 }
 
+/// Who a ticket call's token belongs to.
+#[derive(Debug)]
+struct TicketCaller {
+    /// The appid (an authorizer's for an authorizer token) or WeCom key.
+    owner: Arc<str>,
+    /// For an authorizer token, the component it was issued through.
+    component: Option<Arc<str>>,
+}
+
+/// Where an official ticket call is limited, counted and remembered: an app's
+/// records, or an authorizer's (whose failures count with its component's).
+#[derive(Debug)]
+pub(super) struct TicketSlot<'a> {
+    pub daily: &'a mut Daily,
+    pub spread: &'a mut Spread,
+    pub injected: &'a mut u64,
+    pub tickets: &'a mut HashMap<TicketKind, String>,
+}
+
 impl State {
     /// One whole `ticket/getticket` call. `token` and `kind` as received.
     pub fn official_ticket(
@@ -79,8 +98,8 @@ impl State {
         now: Instant,
         today: u64,
     ) -> Call<Ticket> {
-        let appid = match self.ticket_caller(token, Family::Official, now) {
-            Ok(appid) => appid,
+        let caller = match self.ticket_caller(token, Family::Official, now) {
+            Ok(caller) => caller,
             Err(err) => return Call::immediate(Answer::Error(err)),
         };
         let Some(kind) = kind
@@ -89,27 +108,27 @@ impl State {
         else {
             return Call::immediate(Answer::Error(WxError::INVALID_ARGS));
         };
-        let Some(app) = self.apps.get_mut(&*appid) else {
-            // A live token's app exists: apps are never removed. Kept total.
+        let knobs = self.knobs;
+        let Some(slot) = self.official_ticket_slot(&caller) else {
+            // A live token's app exists: apps are never removed, and an authorizer's
+            // tokens die with its authorization. Kept total.
             return Call::immediate(Answer::Error(WxError::INVALID_CREDENTIAL));
         };
-        let daily = app.daily(today);
+        let daily = slot.daily.today(today);
         daily.tickets += 1;
         if daily.tickets > config.ticket_daily {
             return Call::immediate(Answer::Error(WxError::DAILY_QUOTA));
         }
-        let admission = inject(
-            &self.knobs,
-            &mut app.spread,
-            &config.fail_kinds,
-            &mut app.stats,
-        );
+        let admission = inject(&knobs, slot.spread, &config.fail_kinds, slot.injected);
         if let Some(refused) = Call::refused(&admission) {
             return refused;
         }
-        let ticket = self.mint_ticket(config, Family::Official, &appid, now);
-        if let Some(app) = self.apps.get_mut(&*appid) {
-            app.tickets.insert(kind, ticket.ticket.clone());
+        let ticket = match &caller.component {
+            None => self.mint_ticket(config, Family::Official, &caller.owner, now),
+            Some(component) => self.mint_ticket(config, Family::Authorizer, component, now),
+        };
+        if let Some(slot) = self.official_ticket_slot(&caller) {
+            slot.tickets.insert(kind, ticket.ticket.clone());
         }
         Call {
             answer: Answer::Grant(ticket),
@@ -128,7 +147,7 @@ impl State {
         now: Instant,
     ) -> Call<Ticket> {
         let key = match self.ticket_caller(token, Family::Wecom, now) {
-            Ok(key) => key,
+            Ok(caller) => caller.owner,
             Err(err) => return Call::immediate(Answer::Error(err)),
         };
         if endpoint == WecomTicket::Agent && kind != Some("agent_config") {
@@ -154,7 +173,7 @@ impl State {
             &self.knobs,
             &mut app.spread,
             &config.fail_kinds,
-            &mut app.stats,
+            &mut app.stats.injected_failures,
         );
         if let Some(refused) = Call::refused(&admission) {
             return refused;
@@ -188,12 +207,20 @@ impl State {
         }
     }
 
-    /// The latest ticket of `kind` issued to an official app (by appid) or a WeCom
-    /// app (by key; `jsapi` is then its corp's ticket, whichever app fetched it).
+    /// The latest ticket of `kind` issued to an official app (by appid), an
+    /// authorizer (by its appid, through whichever component) or a WeCom app (by key;
+    /// `jsapi` is then its corp's ticket, whichever app fetched it).
     pub fn current_ticket(&self, owner: &str, kind: &str) -> Option<String> {
         let kind = TicketKind::parse(kind)?;
         if let Some(app) = self.apps.get(owner) {
             return app.tickets.get(&kind).cloned();
+        }
+        if let Some(ticket) = self
+            .components
+            .values()
+            .find_map(|component| component.authorizer_ticket(owner, kind))
+        {
+            return Some(ticket);
         }
         let app = self.wecom.get(owner)?;
         match kind {
@@ -205,37 +232,59 @@ impl State {
 
     /// Checks the token of a ticket call against `family`'s rules and counts the
     /// call under the token's owner: its app on success, else what went wrong. A
-    /// token of the other family is no token here at all (never expired, just
-    /// invalid), as each back end knows only its own.
+    /// token of another family is no token here at all (never expired, just
+    /// invalid), as each back end knows only its own; official endpoints accept
+    /// authorizer tokens, which are official accounts' tokens too.
     fn ticket_caller(
         &mut self,
         token: Option<&str>,
         family: Family,
         now: Instant,
-    ) -> Result<Arc<str>, WxError> {
+    ) -> Result<TicketCaller, WxError> {
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             self.unknown.ticket_calls += 1;
             return Err(WxError::TOKEN_MISSING);
         };
-        let (owner, verdict) = match self.tokens.get(token) {
-            Some(entry) if entry.family == family => {
-                (Some((entry.family, entry.owner.clone())), entry.check(now))
+        let (found, verdict) = match self.tokens.get(token) {
+            Some(entry) => {
+                let verdict = if entry.family.accepted_by(family) {
+                    entry.check(now)
+                } else {
+                    TokenCheck::Invalid
+                };
+                let caller = TicketCaller {
+                    owner: entry.owner.clone(),
+                    component: entry.component.clone(),
+                };
+                (Some((entry.stats_key(), caller)), verdict)
             }
-            Some(entry) => (
-                Some((entry.family, entry.owner.clone())),
-                TokenCheck::Invalid,
-            ),
             None => (None, TokenCheck::Invalid),
         };
-        let stats = self.stats_mut(owner.as_ref().map(|(f, o)| (*f, &**o)));
+        let stats = self.stats_mut(found.as_ref().map(|((f, o), _)| (*f, &**o)));
         stats.ticket_calls += 1;
-        let err = match (verdict, owner) {
-            (TokenCheck::Valid, Some((_, owner))) => return Ok(owner),
+        let err = match (verdict, found) {
+            (TokenCheck::Valid, Some((_, caller))) => return Ok(caller),
             (TokenCheck::Expired, _) => WxError::TOKEN_EXPIRED,
             _ => family.invalid_token(),
         };
         stats.stale_rejections += 1;
         Err(err)
+    }
+
+    /// The records an official ticket call by `caller` is limited and remembered in.
+    fn official_ticket_slot(&mut self, caller: &TicketCaller) -> Option<TicketSlot<'_>> {
+        match &caller.component {
+            None => self.apps.get_mut(&*caller.owner).map(|app| TicketSlot {
+                daily: &mut app.daily,
+                spread: &mut app.spread,
+                injected: &mut app.stats.injected_failures,
+                tickets: &mut app.tickets,
+            }),
+            Some(component) => self
+                .components
+                .get_mut(&**component)?
+                .ticket_slot(&caller.owner),
+        }
     }
 
     /// Creates and registers a fresh ticket for `owner` (an appid or WeCom key).

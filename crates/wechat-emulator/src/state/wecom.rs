@@ -138,7 +138,7 @@ impl State {
             &self.knobs,
             &mut app.spread,
             &config.fail_kinds,
-            &mut app.stats,
+            &mut app.stats.injected_failures,
         )
     }
 
