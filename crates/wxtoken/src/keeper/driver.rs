@@ -177,7 +177,14 @@ fn plan(slot: &Slot, ctx: &Ctx, demand: Option<&Demand>) -> Plan {
     let now_ms = unix_now_ms();
     let current = slot.current.load_full();
     let health = slot.health();
-    let backing_off = health.backoff_until.is_some_and(|until| until > now);
+    // A component waiting for a verify ticket looks again when a caller asks: the
+    // ticket may have reached another instance (a store read, no upstream call).
+    let waiting_for_ticket = demand.is_some()
+        && health
+            .last_error
+            .as_ref()
+            .is_some_and(|e| matches!(*e.failure, Failure::WaitingForVerifyTicket(_)));
+    let backing_off = !waiting_for_ticket && health.backoff_until.is_some_and(|until| until > now);
     let held_back = || {
         let failure = health
             .last_error
@@ -625,7 +632,13 @@ async fn call_once(
     }
     let started_ms = unix_now_ms();
     let api = request.api_name();
-    let day = slot.health().count_call(api, started_ms);
+    // Counted per slot for an app's status; an authorizer's calls are counted under
+    // its component (the store and metrics), not in 100,000 per-slot tables.
+    let day = if slot.of_authorizer() {
+        wechat_day(started_ms)
+    } else {
+        slot.health().count_call(api, started_ms)
+    };
     let app = slot.key.app.clone();
     metrics::counter!("wxtoken_upstream_calls_total", "app" => app.clone(), "api" => api)
         .increment(1);

@@ -273,6 +273,7 @@ impl Keeper {
         let mut order = Vec::new();
         let mut all = Vec::new();
         for app in apps {
+            let settings = Arc::new(app.clone());
             let mut make = |kind: CredentialKind, parent: Option<Arc<Slot>>| {
                 let key = CredentialKey::new(app.id.clone(), kind);
                 let token = stored.remove(&key);
@@ -287,7 +288,7 @@ impl Keeper {
                         health.calls.insert(name, row.calls);
                     }
                 }
-                let slot = Arc::new(Slot::new(key, app.clone(), parent, None, health));
+                let slot = Arc::new(Slot::new(key, settings.clone(), parent, None, health));
                 if let Some(token) = token {
                     let delay =
                         schedule::refresh_delay(&token, slot.policy(), &ctx.settings, now_ms);
@@ -415,7 +416,7 @@ impl Keeper {
 
     /// The settings of `app` (secrets included: never send them anywhere).
     pub fn app(&self, app: &str) -> Option<&AppSettings> {
-        self.inner.apps.get(app).map(|a| &a.token.app)
+        self.inner.apps.get(app).map(|a| &*a.token.app)
     }
 
     fn slots(&self, app: &str) -> Result<&AppSlots, KeeperError> {
@@ -472,12 +473,12 @@ impl Keeper {
                 .as_deref()
                 .is_some_and(|t| t.value == value)
             {
-                return Some((&slot.app, Issued::Current));
+                return Some((&*slot.app, Issued::Current));
             }
             let previous = slot.previous.load();
             let previous = previous.as_deref().filter(|t| t.value == value)?;
             Some((
-                &slot.app,
+                &*slot.app,
                 Issued::Previous {
                     expired: previous.expires_at_ms <= now_ms,
                 },
@@ -490,7 +491,7 @@ impl Keeper {
         self.inner
             .order
             .iter()
-            .filter_map(|id| self.inner.apps.get(id).map(|a| &a.token.app))
+            .filter_map(|id| self.inner.apps.get(id).map(|a| &*a.token.app))
     }
 
     /// A handle on one app's current access token, for a caller that reads it on every

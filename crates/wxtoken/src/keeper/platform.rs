@@ -140,6 +140,9 @@ impl TokenIndex {
 pub(crate) struct AuthorizerLink {
     appid: Arc<str>,
     record: Mutex<AuthorizerRecord>,
+    /// The record in memory is newer than the stored one (a write failed): the next
+    /// refresh stores it even if WeChat's refresh token did not change.
+    unsaved: std::sync::atomic::AtomicBool,
     pub pacer: Arc<Pacer>,
     index: Arc<TokenIndex>,
 }
@@ -215,6 +218,7 @@ impl AuthorizerLink {
             record.clone()
         };
         if let Err(e) = persist(ctx, component, record).await {
+            self.unsaved.store(true, Ordering::Relaxed);
             warn!(component, error = %e, "could not store an authorizer's new state");
         }
     }
@@ -229,14 +233,16 @@ impl AuthorizerLink {
     ) -> Result<(), StoreError> {
         let record = {
             let mut record = self.record();
-            if record.refresh_token == refresh_token {
+            if record.refresh_token == refresh_token && !self.unsaved.load(Ordering::Relaxed) {
                 return Ok(());
             }
             record.refresh_token = refresh_token.to_owned();
             record.version += 1;
             record.clone()
         };
+        self.unsaved.store(true, Ordering::Relaxed);
         let version = persist(ctx, component, record).await?;
+        self.unsaved.store(false, Ordering::Relaxed);
         let mut record = self.record();
         record.version = record.version.max(version);
         Ok(())
@@ -539,13 +545,13 @@ fn authorizer_slot(
         CredentialKind::AccessToken,
     );
     let health = Health {
-        day: wechat_day(unix_now_ms()),
         wanted: true,
         ..Health::default()
     };
     let link = Arc::new(AuthorizerLink {
         appid: Arc::from(record.appid.as_str()),
         record: Mutex::new(record),
+        unsaved: std::sync::atomic::AtomicBool::new(false),
         pacer: platform.pacer.clone(),
         index: platform.index.clone(),
     });
@@ -912,9 +918,6 @@ impl Keeper {
             authorized_at_ms: unix_now_ms(),
             version,
         };
-        // Durable before anything else: the code is spent, and this refresh token is
-        // now the only way to this authorizer's tokens.
-        let written = persist(ctx, component, record.clone()).await;
         let key = CredentialKey::of_authorizer(
             component.clone(),
             appid.clone(),
@@ -938,20 +941,10 @@ impl Keeper {
                 })
             }
         };
+        // In memory first, with its token (so its driver has nothing to fetch), and the
+        // token in the store before the record, which announces the authorizer: another
+        // instance that hears of it finds its token there.
         let (authorizer, added) = self.upsert_authorizer(platform, record.clone(), first.clone());
-        if let Ok(version) = written {
-            let mut held = authorizer.link().record();
-            held.version = held.version.max(version);
-        }
-        // Held in memory (so the authorizer works) even if the store failed; the error
-        // says the refresh token is not yet durable.
-        written.map_err(|e| {
-            warn!(component = %component, appid = %appid, error = %e, "could not store a new authorizer's refresh token");
-            KeeperError::Unavailable(format!(
-                "the authorization succeeded but its refresh token could not be stored ({e}); \
-                 it is held in memory and stored with the next refresh"
-            ))
-        })?;
         match first.filter(|_| added) {
             Some(token) => {
                 if let Err(e) = ctx.store.save(key, token).await {
@@ -963,7 +956,22 @@ impl Keeper {
                 authorizer.token.retry_now();
             }
         }
-        let created = added && stored.is_none();
+        // Durable before the answer: the code is spent, and this refresh token is now the
+        // only way to this authorizer's tokens. Held in memory (so the authorizer works)
+        // even if the store fails; the error says it is not yet durable.
+        let version = persist(ctx, component, record.clone()).await.map_err(|e| {
+            authorizer.link().unsaved.store(true, Ordering::Relaxed);
+            warn!(component = %component, appid = %appid, error = %e, "could not store a new authorizer's refresh token");
+            KeeperError::Unavailable(format!(
+                "the authorization succeeded but its refresh token could not be stored ({e}); \
+                 it is held in memory and stored with the next refresh"
+            ))
+        })?;
+        {
+            let mut held = authorizer.link().record();
+            held.version = held.version.max(version);
+        }
+        let created = known.is_none() && stored.is_none();
         info!(component = %component, appid = %appid, created, func_info = ?record.func_info, "authorization completed");
         Ok((AuthorizerView::from(&record), created))
     }
@@ -1132,7 +1140,7 @@ impl Keeper {
         self.inner.platforms.values().find_map(|platform| {
             let (authorizer, issued) = platform.issuer_of(value)?;
             let appid = authorizer.token.key.authorizer.clone()?;
-            Some((&platform.token.app, appid, issued))
+            Some((&*platform.token.app, appid, issued))
         })
     }
 
@@ -1212,11 +1220,7 @@ impl Keeper {
                     .ticket_created_at
                     .fetch_max(created_at, Ordering::Relaxed);
                 info!(component = %component, created_at, written, "component_verify_ticket received");
-                // A component waiting for a ticket (or refused the last one) tries now.
-                let waiting = platform.token.serveable(Duration::ZERO).is_none();
-                if waiting {
-                    platform.token.retry_now();
-                }
+                self.verify_ticket_arrived(component);
                 Ok(Pushed::VerifyTicket)
             }
             "authorized" | "updateauthorized" => {
@@ -1259,6 +1263,16 @@ impl Keeper {
             other => {
                 info!(component = %component, info_type = %other, "push accepted and ignored");
                 Ok(Pushed::Other(other.to_owned()))
+            }
+        }
+    }
+
+    /// A new verify ticket is in the store: a component waiting for one (or refused the
+    /// last one) tries now.
+    pub(super) fn verify_ticket_arrived(&self, component: &str) {
+        if let Some(platform) = self.inner.platforms.get(component) {
+            if platform.token.serveable(Duration::ZERO).is_none() {
+                platform.token.retry_now();
             }
         }
     }

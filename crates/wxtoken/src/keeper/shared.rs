@@ -303,6 +303,11 @@ pub(super) async fn follow(
                         keeper.authorizer_changed(&component, &appid).await;
                     }
                 }
+                Ok(Update::VerifyTicket(component)) => {
+                    if let Some(keeper) = keeper() {
+                        keeper.verify_ticket_arrived(&component);
+                    }
+                }
                 Ok(Update::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
                     reconcile(&slots, &ctx).await;
                 }

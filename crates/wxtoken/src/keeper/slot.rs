@@ -121,7 +121,8 @@ impl Health {
 #[derive(Debug)]
 pub(crate) struct Slot {
     pub key: CredentialKey,
-    pub app: AppSettings,
+    /// Shared by an app's credentials (and by all of a component's authorizers).
+    pub app: Arc<AppSettings>,
     /// A ticket's access-token slot: tickets are fetched with its token.
     pub parent: Option<Arc<Slot>>,
     /// The value served; swapped whole, read without a lock.
@@ -152,7 +153,7 @@ pub(crate) struct Slot {
 impl Slot {
     pub fn new(
         key: CredentialKey,
-        app: AppSettings,
+        app: Arc<AppSettings>,
         parent: Option<Arc<Slot>>,
         stored: Option<Token>,
         health: Health,
@@ -496,7 +497,7 @@ mod tests {
         };
         Slot::new(
             CredentialKey::access_token("shop"),
-            app,
+            Arc::new(app),
             None,
             None,
             Health::default(),

@@ -259,6 +259,8 @@ pub enum Update {
     Resync,
     /// An authorizer of component `.0` (appid `.1`) was added or changed its state.
     Authorizer(String, String),
+    /// A new verify ticket of component `.0` was stored.
+    VerifyTicket(String),
 }
 
 /// What a fenced write did.

@@ -98,13 +98,15 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 "#;
 
-/// Keeps the newer verify ticket (by WeChat's CreateTime).
+/// Keeps the newer verify ticket (by WeChat's CreateTime) and announces it, so that an
+/// instance waiting for one fetches its component token at once.
 const TICKET_LUA: &str = r#"
 local cur = redis.call('HGET', KEYS[1], 'created_at')
 if cur and tonumber(cur) > tonumber(ARGV[2]) then
   return 0
 end
 redis.call('HSET', KEYS[1], 'value', ARGV[1], 'created_at', ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 "#;
 
@@ -554,6 +556,9 @@ fn authorizer_announcement(component: &str, appid: &str) -> String {
 fn parse_update(payload: &str) -> Option<Update> {
     let mut parts = payload.split(' ');
     let scope = parts.next()?;
+    if scope == "+ticket" {
+        return Some(Update::VerifyTicket(parts.next()?.to_owned()));
+    }
     if scope == "+authorizer" {
         let component = parts.next()?.to_owned();
         let appid = parts.next()?.to_owned();
@@ -699,7 +704,11 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         async move {
             let mut invocation = self.ticket.key(verify_ticket_key(&component));
-            invocation.arg(&ticket.value).arg(ticket.created_at);
+            invocation
+                .arg(&ticket.value)
+                .arg(ticket.created_at)
+                .arg(UPDATES_CHANNEL)
+                .arg(format!("+ticket {component}"));
             let written: i64 = within(self.op_timeout, invocation.invoke_async(&mut conn)).await?;
             Ok(written == 1)
         }
@@ -977,6 +986,10 @@ e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
         assert_eq!(
             parse_update(&announcement(&authorizer, &token)),
             Some(Update::Stored(authorizer, 7))
+        );
+        assert_eq!(
+            parse_update("+ticket platform"),
+            Some(Update::VerifyTicket("platform".into()))
         );
         assert_eq!(
             parse_update(&authorizer_announcement("platform", "wxabc")),

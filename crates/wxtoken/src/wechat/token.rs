@@ -21,6 +21,10 @@ use crate::credential::TicketType;
 /// much larger than that is not a token response.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// The longest component answer: a page of `api_get_authorizer_list` holds 500
+/// authorizers with their refresh tokens (about 100 KB).
+const MAX_COMPONENT_BODY_BYTES: usize = 4 * 1024 * 1024;
+
 /// No credential lives longer than a day (WeChat's are two hours); a larger
 /// `expires_in` is a broken answer, not a value to plan a day around.
 pub const MAX_EXPIRES_IN: u64 = 86_400;
@@ -159,23 +163,23 @@ impl WechatClient {
                 errcode::classify_api,
             ),
         };
-        let body = send(call).await?;
+        let body = send(call, MAX_BODY_BYTES).await?;
         parse_body(&body, classify)
     }
 }
 
 /// Sends one call and reads its answer (bounded), turning HTTP-level failures into
 /// classified errors.
-async fn send(call: reqwest::RequestBuilder) -> Result<Vec<u8>, UpstreamError> {
+async fn send(call: reqwest::RequestBuilder, limit: usize) -> Result<Vec<u8>, UpstreamError> {
     // URLs carry secrets and tokens: strip them from every error.
     let mut response = call.send().await.map_err(network_error)?;
     let status = response.status();
-    // Read no more than a token answer can be: a huge or endless body stops here.
+    // Read no more than such an answer can be: a huge or endless body stops here.
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(network_error)? {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
+        if body.len() + chunk.len() > limit {
             return Err(UpstreamError::transient(format!(
-                "WeChat's answer was over {MAX_BODY_BYTES} bytes: not a token answer"
+                "WeChat's answer was over {limit} bytes: not a credential answer"
             )));
         }
         body.extend_from_slice(&chunk);
@@ -312,7 +316,7 @@ impl WechatClient {
             .post(format!("{}/cgi-bin/component/{path}", self.api_base))
             .query(&[("component_access_token", token)])
             .json(&body);
-        let body = send(request).await?;
+        let body = send(request, MAX_COMPONENT_BODY_BYTES).await?;
         parse_component(call, &body)
     }
 }
