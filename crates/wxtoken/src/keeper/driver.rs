@@ -3,6 +3,7 @@
 //! decides what (if anything) to fetch, fetches, installs and publishes the outcome.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -62,7 +63,24 @@ pub(super) async fn supervise(slot: Arc<Slot>, ctx: Arc<Ctx>, shutdown: watch::R
         // may hold 100,000 of them).
         let run = std::panic::AssertUnwindSafe(run(slot.clone(), ctx.clone(), shutdown.clone()));
         match futures::FutureExt::catch_unwind(run).await {
-            Ok(()) => break,
+            Ok(Exit::Stopped) => break,
+            Ok(Exit::Parked) => {
+                // Clear the flag, then look for what arrived meanwhile; a caller sets
+                // the poke, then looks at the flag (Slot::ensure_running). Whichever
+                // comes second sees the other's write and keeps a driver running.
+                slot.running.store(false, Ordering::SeqCst);
+                let asked = slot.poke.swap(false, Ordering::SeqCst) || slot.has_demand();
+                if asked
+                    && slot
+                        .running
+                        .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok()
+                {
+                    continue;
+                }
+                // Parked: the slot stays open for callers; its parking starts it again.
+                return;
+            }
             Err(_) => {
                 restarts = restarts.saturating_add(1);
                 let wait = schedule::restart_delay(restarts);
@@ -93,21 +111,39 @@ pub(super) async fn supervise(slot: Arc<Slot>, ctx: Arc<Ctx>, shutdown: watch::R
     slot.close();
 }
 
-async fn run(slot: Arc<Slot>, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+/// Why a driver's loop ended.
+enum Exit {
+    /// Shutdown: the slot is closed.
+    Stopped,
+    /// An authorizer's driver with nothing to do for a while: its parking starts it
+    /// again when it is due or needed.
+    Parked,
+}
+
+async fn run(slot: Arc<Slot>, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) -> Exit {
     // A restarted driver goes on from what its predecessor published.
     let mut served = slot.outcome.borrow().served_seq;
     loop {
         if *shutdown.borrow() {
-            return;
+            return Exit::Stopped;
         }
         let demand = slot.take_demand(served);
         if demand.is_none() {
             let due = next_due(&slot, &ctx);
-            if due > Instant::now() {
+            let now = Instant::now();
+            if due > now {
+                if let Some(link) = &slot.authorizer {
+                    if due >= now + super::platform::PARK_AFTER {
+                        if let Some(me) = slot.me() {
+                            link.parking.park(&me, due);
+                            return Exit::Parked;
+                        }
+                    }
+                }
                 tokio::select! {
                     () = tokio::time::sleep_until(due) => {}
                     () = slot.wake.notified() => {}
-                    _ = shutdown.changed() => return,
+                    _ = shutdown.changed() => return Exit::Stopped,
                 }
                 continue;
             }
@@ -117,12 +153,15 @@ async fn run(slot: Arc<Slot>, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>
         let seen = slot.current.load_full();
         let planned = plan(&slot, &ctx, demand.as_ref());
         if let (Plan::Fetch { .. }, None, Some(link)) = (&planned, &demand, &slot.authorizer) {
-            // A background refresh of an authorizer waits for its component's pace; a
-            // caller arriving meanwhile is served at once (the loop takes its demand).
-            tokio::select! {
-                () = link.pacer.acquire() => {}
-                () = slot.wake.notified() => continue,
-                _ = shutdown.changed() => return,
+            // A background refresh of an authorizer waits for its component's pace
+            // (unless its parking released it at that pace); a caller arriving
+            // meanwhile is served at once (the loop takes its demand).
+            if !slot.paced.swap(false, Ordering::Relaxed) {
+                tokio::select! {
+                    () = link.parking.pacer.acquire() => {}
+                    () = slot.wake.notified() => continue,
+                    _ = shutdown.changed() => return Exit::Stopped,
+                }
             }
         }
         let result = match planned {

@@ -319,25 +319,24 @@ impl Keeper {
 
         let (shutdown, _) = watch::channel(false);
         let mut platforms = HashMap::new();
-        let mut authorizer_slots = Vec::new();
         for app in apps.iter().filter(|a| a.kind == AppKind::Component) {
             let Some(slots) = built.get(&app.id) else {
                 continue;
             };
-            let pacer = platform::Pacer::start(
+            let parking = platform::Parking::start(
                 ctx.settings.authorizer_refresh_per_sec,
+                ctx.clone(),
                 shutdown.subscribe(),
             );
-            let platform = platform::Platform::new(slots.token.clone(), pacer)
+            let platform = platform::Platform::new(slots.token.clone(), parking)
                 .map_err(|e| StoreError::Corrupt(format!("app {}: {e}", app.id)))?;
-            authorizer_slots.extend(platform::load(&platform, &ctx).await?);
+            platform::load(&platform, &ctx).await?;
             platforms.insert(app.id.clone(), Arc::new(platform));
         }
         let apps_now: Vec<String> = apps.iter().map(|a| a.id.clone()).collect();
         prune(ctx.store.as_ref(), &apps_now).await;
         let mut drivers: Vec<JoinHandle<()>> = all
             .iter()
-            .chain(&authorizer_slots)
             .map(|slot| {
                 tokio::spawn(driver::supervise(
                     slot.clone(),

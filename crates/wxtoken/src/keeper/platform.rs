@@ -95,6 +95,128 @@ impl Pacer {
     }
 }
 
+/// Where the drivers of a component's authorizers wait between refreshes. A driver
+/// with nothing to do for a while parks (its task ends) and is started again when its
+/// refresh is due, or at once when a caller needs it (see [`Slot::ensure_running`]): a
+/// platform with 100,000 authorizers keeps 100,000 queue entries rather than 100,000
+/// sleeping tasks. Background refreshes are released at the component's pace here, in
+/// order of due time.
+pub(crate) struct Parking {
+    pub pacer: Arc<Pacer>,
+    queue: Mutex<BTreeMap<(tokio::time::Instant, u64), std::sync::Weak<Slot>>>,
+    seq: AtomicU64,
+    changed: tokio::sync::Notify,
+    ctx: Arc<Ctx>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Parking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parked = self.queue.lock().unwrap_or_else(|p| p.into_inner()).len();
+        f.debug_struct("Parking").field("parked", &parked).finish()
+    }
+}
+
+/// A driver parks when its next refresh is at least this far off.
+pub(crate) const PARK_AFTER: Duration = Duration::from_secs(5);
+
+impl Parking {
+    /// A parking for one component, paced at `per_sec`, stopping at `shutdown`.
+    pub fn start(per_sec: u32, ctx: Arc<Ctx>, shutdown: watch::Receiver<bool>) -> Arc<Self> {
+        let parking = Arc::new(Self {
+            pacer: Pacer::start(per_sec, shutdown.clone()),
+            queue: Mutex::new(BTreeMap::new()),
+            seq: AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
+            ctx,
+            shutdown: shutdown.clone(),
+        });
+        tokio::spawn(Self::release(Arc::downgrade(&parking), shutdown));
+        parking
+    }
+
+    /// Parks `slot` until `due`.
+    pub fn park(&self, slot: &Arc<Slot>, due: tokio::time::Instant) {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        slot.parked.store(n, Ordering::SeqCst);
+        slot.paced.store(false, Ordering::Relaxed);
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let earliest = queue.first_key_value().is_none_or(|((at, _), _)| due < *at);
+        queue.insert((due, n), Arc::downgrade(slot));
+        drop(queue);
+        if earliest {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Starts a driver for `slot` (the caller won the slot's `running` flag).
+    pub fn spawn(&self, slot: Arc<Slot>) {
+        tokio::spawn(driver::supervise(
+            slot,
+            self.ctx.clone(),
+            self.shutdown.clone(),
+        ));
+    }
+
+    /// Starts the drivers of parked slots as they fall due, one pacer permit each.
+    async fn release(parking: std::sync::Weak<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let Some(this) = parking.upgrade() else {
+                return;
+            };
+            // Entries a slot has since replaced (it parked again), or of slots gone,
+            // are dropped without using the pace.
+            let next = {
+                let mut queue = this.queue.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    match queue.first_key_value() {
+                        Some(((at, n), slot)) => {
+                            let live = slot
+                                .upgrade()
+                                .is_some_and(|s| s.parked.load(Ordering::SeqCst) == *n);
+                            if live {
+                                break Some(*at);
+                            }
+                            queue.pop_first();
+                        }
+                        None => break None,
+                    }
+                }
+            };
+            let now = tokio::time::Instant::now();
+            match next {
+                Some(at) if at <= now => {
+                    tokio::select! {
+                        () = this.pacer.acquire() => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    let popped = {
+                        let mut queue = this.queue.lock().unwrap_or_else(|p| p.into_inner());
+                        queue.pop_first()
+                    };
+                    let Some(((_, n), slot)) = popped else {
+                        continue;
+                    };
+                    if let Some(slot) = slot.upgrade() {
+                        if slot.parked.load(Ordering::SeqCst) == n {
+                            slot.paced.store(true, Ordering::Relaxed);
+                            slot.ensure_running();
+                        }
+                    }
+                }
+                next => {
+                    let until = next.unwrap_or(now + Duration::from_secs(3600));
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => {}
+                        () = this.changed.notified() => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A platform's authorizer tokens by value (keyed by a hash of it, with a seed of this
 /// process's), so that the gateway finds the authorizer a token was issued to without
 /// a scan. A hit is checked against the authorizer's slot, so a stale entry is harmless.
@@ -143,7 +265,7 @@ pub(crate) struct AuthorizerLink {
     /// The record in memory is newer than the stored one (a write failed): the next
     /// refresh stores it even if WeChat's refresh token did not change.
     unsaved: std::sync::atomic::AtomicBool,
-    pub pacer: Arc<Pacer>,
+    pub parking: Arc<Parking>,
     index: Arc<TokenIndex>,
 }
 
@@ -305,7 +427,7 @@ impl Authorizer {
 pub(crate) struct Platform {
     pub token: Arc<Slot>,
     pub crypt: MsgCrypt,
-    pub pacer: Arc<Pacer>,
+    pub parking: Arc<Parking>,
     index: Arc<TokenIndex>,
     authorizers: RwLock<BTreeMap<String, Arc<Authorizer>>>,
     /// Authorization codes completed lately (by the callback or by a client), so that
@@ -333,7 +455,7 @@ type AuthorizeResult = Result<(AuthorizerView, bool), KeeperError>;
 const RECENT_CODES: usize = 10_000;
 
 impl Platform {
-    pub fn new(token: Arc<Slot>, pacer: Arc<Pacer>) -> Result<Self, CryptoError> {
+    pub fn new(token: Arc<Slot>, parking: Arc<Parking>) -> Result<Self, CryptoError> {
         let app = &token.app;
         let keys = app
             .message
@@ -347,7 +469,7 @@ impl Platform {
         Ok(Self {
             token,
             crypt,
-            pacer,
+            parking,
             index: Arc::default(),
             authorizers: RwLock::new(BTreeMap::new()),
             recent_codes: Mutex::new(HashMap::new()),
@@ -552,17 +674,19 @@ fn authorizer_slot(
         appid: Arc::from(record.appid.as_str()),
         record: Mutex::new(record),
         unsaved: std::sync::atomic::AtomicBool::new(false),
-        pacer: platform.pacer.clone(),
+        parking: platform.parking.clone(),
         index: platform.index.clone(),
     });
-    let slot = Slot::new(
-        key,
-        component.app.clone(),
-        Some(component.clone()),
-        None,
-        health,
-    )
-    .linked(link);
+    let slot = Arc::new_cyclic(|me| {
+        Slot::new(
+            key,
+            component.app.clone(),
+            Some(component.clone()),
+            None,
+            health,
+        )
+        .linked(link, me.clone())
+    });
     if let Some(token) = stored {
         if let Some(link) = &slot.authorizer {
             link.index_token(&token.value);
@@ -571,15 +695,25 @@ fn authorizer_slot(
         slot.health().refresh_at = Some(tokio::time::Instant::now() + delay);
         slot.current.store(Some(Arc::new(token)));
     }
-    Arc::new(slot)
+    slot
+}
+
+/// Parks a new authorizer's driver until its first refresh is due (now, without a
+/// token).
+fn park_new(platform: &Platform, slot: &Arc<Slot>) {
+    let due = slot
+        .health()
+        .refresh_at
+        .unwrap_or_else(tokio::time::Instant::now);
+    platform.parking.park(slot, due);
 }
 
 /// Loads a component's authorizers and their tokens from the store (in pages), and
-/// builds their slots; the caller starts their drivers.
-pub(super) async fn load(platform: &Platform, ctx: &Ctx) -> Result<Vec<Arc<Slot>>, StoreError> {
+/// parks their drivers until each is due. Returns how many there are.
+pub(super) async fn load(platform: &Platform, ctx: &Ctx) -> Result<usize, StoreError> {
     let component = &platform.token;
     let mut after = None;
-    let mut slots = Vec::new();
+    let mut slots = 0;
     loop {
         let records = ctx
             .store
@@ -606,7 +740,8 @@ pub(super) async fn load(platform: &Platform, ctx: &Ctx) -> Result<Vec<Arc<Slot>
         for (record, token) in records.into_iter().zip(tokens) {
             let appid = record.appid.clone();
             let slot = authorizer_slot(platform, record, token, ctx);
-            slots.push(slot.clone());
+            park_new(platform, &slot);
+            slots += 1;
             map.insert(
                 appid,
                 Arc::new(Authorizer {
@@ -619,8 +754,8 @@ pub(super) async fn load(platform: &Platform, ctx: &Ctx) -> Result<Vec<Arc<Slot>
             break;
         }
     }
-    if !slots.is_empty() {
-        info!(component = %component.key.app, authorizers = slots.len(), "loaded authorizers");
+    if slots > 0 {
+        info!(component = %component.key.app, authorizers = slots, "loaded authorizers");
     }
     Ok(slots)
 }
@@ -686,7 +821,7 @@ impl Keeper {
         });
         map.insert(appid, authorizer.clone());
         drop(map);
-        self.spawn_driver(slot);
+        park_new(platform, &slot);
         (authorizer, true)
     }
 
@@ -1965,6 +2100,74 @@ mod tests {
             "served in {:?}",
             asked.elapsed()
         );
+        keeper.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_drivers_park_and_their_parking_refreshes_them_when_due() {
+        let api = Arc::new(FakeApi::default());
+        {
+            let mut state = api.state.lock().expect("fake");
+            state.ticket = Some("ticket@@@one".into());
+            state.expires_in = 12;
+        }
+        let (_dir, store) = store();
+        store
+            .save_verify_ticket(
+                "platform".into(),
+                VerifyTicket {
+                    value: "ticket@@@one".into(),
+                    created_at: 1,
+                },
+            )
+            .await
+            .expect("ticket");
+        let keeper = keeper(api.clone(), store).await;
+        let mut slots = Vec::new();
+        for i in 0..3 {
+            let appid = format!("wxmerchant{i:04}");
+            let code = api.authorize(&appid);
+            keeper
+                .authorize("platform", &code)
+                .await
+                .expect("authorized");
+            let platform = keeper.platform("platform").expect("platform");
+            slots.push(platform.get(&appid).expect("known").token.clone());
+        }
+        // 12 s tokens are due 6-7.2 s from now: nothing to do before, so no task runs.
+        let parked = |slots: &[Arc<Slot>]| {
+            slots
+                .iter()
+                .all(|s| !s.running.load(std::sync::atomic::Ordering::SeqCst))
+        };
+        tokio::time::timeout(Duration::from_secs(2), async {
+            while !parked(&slots) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("every idle driver parks");
+        // A caller wakes one and is served from memory; it parks again.
+        keeper
+            .authorizer_token("platform", "wxmerchant0000", None)
+            .await
+            .expect("token");
+        assert_eq!(api.calls("api_authorizer_token"), 0);
+        // With no caller at all, each is refreshed when due, and parks again.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while api.calls("api_authorizer_token") < 3 || !parked(&slots) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("refreshed by their parking");
+        assert_eq!(api.calls("api_authorizer_token"), 3);
+        for slot in &slots {
+            let token = slot
+                .serveable(Duration::from_secs(8))
+                .expect("a fresh token");
+            assert!(token.generation >= 2);
+        }
         keeper.shutdown(Duration::from_secs(1)).await;
     }
 

@@ -146,8 +146,18 @@ pub(crate) struct Slot {
     pub outcome: watch::Sender<Outcome>,
     pub health: Mutex<Health>,
     /// An authorizer's token: its record (refresh token, state) and its component's
-    /// pace of background refreshes.
+    /// parking (pace of background refreshes, parked drivers).
     pub authorizer: Option<Arc<super::platform::AuthorizerLink>>,
+    /// This slot itself, for starting a parked driver from `&self`.
+    me: std::sync::Weak<Slot>,
+    /// A driver task runs for this slot (authorizers' drivers park when idle).
+    pub running: AtomicBool,
+    /// Something was asked of a parked driver since it last looked.
+    pub poke: AtomicBool,
+    /// The parking released this background refresh at the component's pace already.
+    pub paced: AtomicBool,
+    /// The number of this slot's latest entry in its parking (older entries are stale).
+    pub parked: AtomicU64,
 }
 
 impl Slot {
@@ -172,13 +182,55 @@ impl Slot {
             outcome: watch::Sender::new(Outcome::default()),
             health: Mutex::new(health),
             authorizer: None,
+            me: std::sync::Weak::new(),
+            running: AtomicBool::new(false),
+            poke: AtomicBool::new(false),
+            paced: AtomicBool::new(false),
+            parked: AtomicU64::new(0),
         }
     }
 
-    /// This slot as an authorizer's token, linked to its record.
-    pub fn linked(mut self, link: Arc<super::platform::AuthorizerLink>) -> Self {
+    /// This slot as an authorizer's token, linked to its record; its driver parks when
+    /// idle.
+    pub fn linked(
+        mut self,
+        link: Arc<super::platform::AuthorizerLink>,
+        me: std::sync::Weak<Slot>,
+    ) -> Self {
         self.authorizer = Some(link);
+        self.me = me;
         self
+    }
+
+    /// Makes sure a driver runs for a slot whose driver may be parked (a no-op for
+    /// the others, whose driver always runs). The flag and the poke are read in the
+    /// opposite order by a parking driver (see `driver::supervise`), so one of the two
+    /// always sees the other: no demand is left with nobody to serve it.
+    pub fn ensure_running(&self) {
+        let Some(link) = &self.authorizer else {
+            return;
+        };
+        self.poke.store(true, Ordering::SeqCst);
+        if self
+            .running
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            match self.me.upgrade() {
+                Some(me) => link.parking.spawn(me),
+                None => self.running.store(false, Ordering::SeqCst),
+            }
+        }
+    }
+
+    /// This slot as an `Arc`, if it was built linked (an authorizer's).
+    pub fn me(&self) -> Option<Arc<Slot>> {
+        self.me.upgrade()
+    }
+
+    /// Whether a caller's demand is waiting to be served.
+    pub fn has_demand(&self) -> bool {
+        self.demand().seq > self.outcome.borrow().served_seq
     }
 
     /// Whether this is one of a platform's authorizers' credentials (counted and
@@ -196,6 +248,7 @@ impl Slot {
             health.backoff_class = None;
         }
         self.wake.notify_one();
+        self.ensure_running();
     }
 
     /// The refresh rule this credential follows.
@@ -319,6 +372,7 @@ impl Slot {
         };
         self.health().wanted = true;
         self.wake.notify_one();
+        self.ensure_running();
         let served =
             tokio::time::timeout(MAX_WAIT, rx.wait_for(|o| o.closed || o.served_seq >= seq));
         match served.await {
