@@ -414,7 +414,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         busy.iter().sum::<u64>() as f64 / busy.len() as f64
     };
     let peak_rss = hwm_onboarding.max(hwm_end);
-    let per_authorizer_kb = (rss_loaded - base_rss) * 1024.0 / cli.authorizers as f64;
+    // Per authorizer in the steady state: loaded from the store, before any traffic.
+    let per_authorizer_kb = (rss_started - base_rss) * 1024.0 / cli.authorizers as f64;
     let startup_per_100k = (startup.as_secs_f64() - base_startup.as_secs_f64()).max(0.0)
         * 100_000.0
         / cli.authorizers as f64;
@@ -442,8 +443,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         onboard_calls
     );
     println!(
-        "RSS                             baseline {base_rss:.1} MB; {rss_loaded:.1} MB with the authorizers \
-         ({per_authorizer_kb:.2} KB each); after restart {rss_started:.1} MB; end of run {rss_end:.1} MB; peak {peak_rss:.1} MB"
+        "RSS                             baseline {base_rss:.1} MB; after onboarding {rss_loaded:.1} MB; \
+         after restart {rss_started:.1} MB ({per_authorizer_kb:.2} KB per authorizer); end of run {rss_end:.1} MB; peak {peak_rss:.1} MB"
     );
     println!(
         "start-up                        baseline {:.2} s; from the store with {} authorizers {:.2} s",
