@@ -432,7 +432,7 @@ pub(crate) struct Platform {
     authorizers: RwLock<BTreeMap<String, Arc<Authorizer>>>,
     /// Authorization codes completed lately (by the callback or by a client), so that
     /// the other path does not spend the code again: code -> authorizer appid.
-    recent_codes: Mutex<HashMap<String, String>>,
+    recent_codes: Mutex<(HashMap<String, String>, HashMap<String, String>)>,
     /// Authorizations being completed, by code: a second caller with the same code
     /// waits for the first one's answer.
     inflight: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<AuthorizeResult>>>>,
@@ -451,7 +451,7 @@ impl std::fmt::Debug for Platform {
 
 type AuthorizeResult = Result<(AuthorizerView, bool), KeeperError>;
 
-/// Codes remembered at most; a burst beyond it forgets them all at once.
+/// Codes remembered per generation (the last 10,000 to 20,000 are known).
 const RECENT_CODES: usize = 10_000;
 
 impl Platform {
@@ -472,7 +472,7 @@ impl Platform {
             parking,
             index: Arc::default(),
             authorizers: RwLock::new(BTreeMap::new()),
-            recent_codes: Mutex::new(HashMap::new()),
+            recent_codes: Mutex::new((HashMap::new(), HashMap::new())),
             inflight: Mutex::new(HashMap::new()),
             ticket_created_at: AtomicU64::new(0),
         })
@@ -488,18 +488,17 @@ impl Platform {
 
     fn remember_code(&self, code: &str, appid: &str) {
         let mut codes = self.recent_codes.lock().unwrap_or_else(|p| p.into_inner());
-        if codes.len() >= RECENT_CODES {
-            codes.clear();
+        // Two generations: the older is dropped only when the newer is full, so a code
+        // just completed is always remembered (the other path may come a moment later).
+        if codes.0.len() >= RECENT_CODES {
+            codes.1 = std::mem::take(&mut codes.0);
         }
-        codes.insert(code.to_owned(), appid.to_owned());
+        codes.0.insert(code.to_owned(), appid.to_owned());
     }
 
     fn code_used_for(&self, code: &str) -> Option<String> {
-        self.recent_codes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(code)
-            .cloned()
+        let codes = self.recent_codes.lock().unwrap_or_else(|p| p.into_inner());
+        codes.0.get(code).or_else(|| codes.1.get(code)).cloned()
     }
 
     /// The slot of one of an authorizer's credentials, if it exists here.
