@@ -45,10 +45,12 @@ const PERSIST_TRIES: u32 = 3;
 /// The authorization page a merchant is sent to.
 const AUTH_PAGE: &str = "https://mp.weixin.qq.com/cgi-bin/componentloginpage";
 
-/// Paces a component's background refreshes: permits are added at the configured rate
-/// and never pile up beyond one tick's worth, so no second sees more than the rate
-/// (plus that one tick). Waiters queue fairly (a semaphore), so 100,000 drivers due at
-/// once are released in order, not in a thundering herd.
+/// Paces a component's background refreshes: permits are added every tick (10 ms, or
+/// 1/rate s below 100 a second) and never pile up beyond one tick's worth; one tick a
+/// second adds none, so that the tick's worth that may be waiting plus every tick of any
+/// one-second window stays within the rate (a cap of 1000 releases 990 a second; a cap
+/// of 1, one). Waiters queue fairly (a semaphore), so 100,000 drivers due at once are
+/// released in order, not in a thundering herd.
 #[derive(Debug)]
 pub(crate) struct Pacer {
     permits: Semaphore,
@@ -77,6 +79,9 @@ impl Pacer {
                 }
                 let Some(pacer) = weak.upgrade() else { return };
                 n = (n + 1) % ticks_per_sec;
+                if n == 0 && ticks_per_sec > 1 {
+                    continue;
+                }
                 let share = per_tick + usize::from(n < extra);
                 let idle = pacer.permits.available_permits();
                 if idle < share {
@@ -1002,6 +1007,14 @@ impl Keeper {
         platform: &Platform,
         authorization_code: &str,
     ) -> Result<(AuthorizerView, bool), KeeperError> {
+        // Looked at again here: a caller that found neither a completed code nor one in
+        // flight may have raced one that completed (and left the in-flight table) since.
+        if let Some(found) = platform
+            .code_used_for(authorization_code)
+            .and_then(|appid| platform.get(&appid))
+        {
+            return Ok((AuthorizerView::from(&*found.link().record()), false));
+        }
         let started_ms = unix_now_ms();
         let answer = self
             .component_call(platform, Want::QueryAuth(authorization_code))
@@ -1405,8 +1418,14 @@ impl Keeper {
     /// last one) tries now.
     pub(super) fn verify_ticket_arrived(&self, component: &str) {
         if let Some(platform) = self.inner.platforms.get(component) {
-            if platform.token.serveable(Duration::ZERO).is_none() {
-                platform.token.retry_now();
+            let slot = &platform.token;
+            let refused = slot
+                .health()
+                .last_error
+                .as_ref()
+                .is_some_and(|e| matches!(*e.failure, Failure::WaitingForVerifyTicket(_)));
+            if refused || slot.serveable(Duration::ZERO).is_none() {
+                slot.retry_now();
             }
         }
     }
@@ -2185,14 +2204,14 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_secs(10)).await;
         let released = released.lock().expect("log").clone();
-        assert_eq!(released.len(), 400, "all released within 8 s at 50/s");
-        // No sliding one-second window holds more than the rate (plus one tick's share).
+        assert_eq!(released.len(), 400, "all released within 9 s at 49/s");
+        // No sliding one-second window holds more than the rate.
         for (i, at) in released.iter().enumerate() {
             let within = released[i..]
                 .iter()
                 .take_while(|t| **t < *at + Duration::from_secs(1))
                 .count();
-            assert!(within <= 51, "{within} releases in the second from {at:?}");
+            assert!(within <= 50, "{within} releases in the second from {at:?}");
         }
     }
 }

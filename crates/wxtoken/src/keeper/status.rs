@@ -98,7 +98,7 @@ fn part(slot: &Slot, none: &'static str) -> Part {
         .as_ref()
         .is_some_and(|e| matches!(*e.failure, Failure::WaitingForVerifyTicket(_)));
     let state = match (health.backing_off(now), has_value) {
-        (Some(_), false) if waiting => "waiting_for_verify_ticket",
+        (Some(_), _) if waiting => "waiting_for_verify_ticket",
         (Some(ErrorClass::Configuration), _) => "configuration_error",
         (Some(ErrorClass::QuotaExhausted), _) => "quota_exhausted",
         (Some(ErrorClass::RateLimited), _) => "rate_limited",

@@ -69,6 +69,50 @@ async fn a_platform_serves_its_authorizers_end_to_end() {
     let (status, body) = app.get("/v1/apps/platform/access_token", KEY).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(app.calls().component_token_calls, 1);
+    let component_token = body["access_token"].as_str().expect("token").to_owned();
+
+    // WeChat moves on to a ticket that never reached us: a refresh is refused (61005),
+    // the status says what the component waits for, and the next push cures it.
+    emulator
+        .verify_ticket(COMPONENT_APPID)
+        .expect("a newer ticket");
+    let invalidate = |token: String| {
+        let app = &app;
+        async move {
+            app.post(
+                "/v1/apps/platform/access_token/invalidate",
+                KEY,
+                json!({ "access_token": token }).to_string(),
+            )
+            .await
+        }
+    };
+    let (status, body) = invalidate(component_token.clone()).await;
+    assert_eq!(
+        (status, code(&body)),
+        (503, "waiting_for_verify_ticket"),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("61005"),
+        "{body}"
+    );
+    let (_, status_body) = app.get("/v1/apps/platform", KEY).await;
+    assert_eq!(
+        status_body["state"], "waiting_for_verify_ticket",
+        "{status_body}"
+    );
+    emulator
+        .push_verify_ticket(COMPONENT_APPID)
+        .await
+        .expect("pushed");
+    let (status, body) = invalidate(component_token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["refreshed"], true);
+    assert_eq!(app.calls().component_token_calls, 3);
 
     // An authorization URL with a fresh pre_auth_code.
     let (status, body) = app
@@ -390,6 +434,34 @@ async fn import_recovers_every_refresh_token_wechat_lists() {
         .get("/v1/apps/platform/authorizers?limit=1000", KEY)
         .await;
     assert_eq!(page["authorizers"].as_array().expect("list").len(), 601);
+    assert_eq!(page["next_cursor"], Value::Null);
+    // Pages of 250 with the cursor: every authorizer once, in appid order.
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor = String::new();
+    let mut pages = 0;
+    loop {
+        let (status, page) = app
+            .get(
+                &format!("/v1/apps/platform/authorizers?limit=250&cursor={cursor}"),
+                KEY,
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        for a in page["authorizers"].as_array().expect("list") {
+            seen.push(a["authorizer_appid"].as_str().expect("appid").to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen, sorted, "in order, each once");
+    assert_eq!(seen.len(), 601);
     // A recovered authorizer's token is fetched with its recovered refresh token.
     let (status, body) = token_of(&app, "wxlost000000000599").await;
     assert_eq!(status, 200, "{body}");
