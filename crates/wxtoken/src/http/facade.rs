@@ -346,6 +346,7 @@ async fn serve_token(state: &AppState, app: &str, shape: Shape) -> Response {
 pub async fn ticket(
     state: &AppState,
     app: &AppSettings,
+    authorizer: Option<&str>,
     path: &str,
     query: &str,
 ) -> Option<Response> {
@@ -363,12 +364,19 @@ pub async fn ticket(
         },
         _ => return None,
     };
-    Some(
-        match state.keeper.ticket(&app.id, ticket.as_str(), None).await {
-            Ok(value) => ticket_body(&value),
-            Err(e) => wx_keeper_error(e).into_response(),
-        },
-    )
+    let value = match authorizer {
+        None => state.keeper.ticket(&app.id, ticket.as_str(), None).await,
+        Some(appid) => {
+            state
+                .keeper
+                .authorizer_ticket(&app.id, appid, ticket.as_str(), None)
+                .await
+        }
+    };
+    Some(match value {
+        Ok(value) => ticket_body(&value),
+        Err(e) => wx_keeper_error(e).into_response(),
+    })
 }
 
 fn ticket_body(ticket: &Token) -> Response {

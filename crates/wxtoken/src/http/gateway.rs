@@ -65,10 +65,8 @@ pub async fn fallback(State(state): State<AppState>, request: Request) -> Respon
         }
         Some((app, authorizer, _)) => (app, authorizer),
     };
-    if authorizer.is_none() {
-        if let Some(answer) = facade::ticket(&state, &app, &path, &query).await {
-            return answer;
-        }
+    if let Some(answer) = facade::ticket(&state, &app, authorizer.as_deref(), &path, &query).await {
+        return answer;
     }
     match outgoing(request, path, query, &state).await {
         Ok(out) => wechat_answer(

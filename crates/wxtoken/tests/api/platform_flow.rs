@@ -197,6 +197,23 @@ async fn a_platform_serves_its_authorizers_end_to_end() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    // An SDK asking WeChat's ticket route with the authorizer's token gets the same
+    // ticket from the authorizer's ticket slot: no second ticket call.
+    let sdk: Value = app
+        .http
+        .get(format!(
+            "{}/cgi-bin/ticket/getticket?access_token={second}&type=jsapi",
+            app.base
+        ))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(sdk["errcode"], 0, "{sdk}");
+    assert_eq!(sdk["ticket"], body["ticket"]);
+    assert_eq!(app.calls().authorizers.ticket_calls, 1);
     let (status, body) = app
         .post(
             &format!("/v1/apps/platform/authorizers/{MERCHANT}/jssdk/config"),
