@@ -1840,9 +1840,21 @@ mod tests {
         keeper.shutdown(Duration::from_secs(1)).await;
     }
 
-    async fn ready_keeper() -> (Arc<FakeApi>, tempfile::TempDir, Arc<SqliteStore>, Keeper) {
+    type Ready = (Arc<FakeApi>, tempfile::TempDir, Arc<SqliteStore>, Keeper);
+
+    /// A keeper whose component has a verify ticket WeChat accepts.
+    async fn ready_keeper() -> Ready {
+        ready_keeper_with(0, KeeperSettings::default()).await
+    }
+
+    /// As [`ready_keeper`], with authorizer tokens of `expires_in` s (0: LIFETIME).
+    async fn ready_keeper_with(expires_in: u64, settings: KeeperSettings) -> Ready {
         let api = Arc::new(FakeApi::default());
-        api.state.lock().expect("fake").ticket = Some("ticket@@@one".into());
+        {
+            let mut state = api.state.lock().expect("fake");
+            state.ticket = Some("ticket@@@one".into());
+            state.expires_in = expires_in;
+        }
         let (dir, store) = store();
         store
             .save_verify_ticket(
@@ -1854,7 +1866,7 @@ mod tests {
             )
             .await
             .expect("ticket");
-        let keeper = keeper(api.clone(), store.clone()).await;
+        let keeper = keeper_with(api.clone(), store.clone(), settings).await;
         (api, dir, store, keeper)
     }
 
@@ -2060,28 +2072,11 @@ mod tests {
 
     #[tokio::test]
     async fn callers_and_authorizations_never_wait_behind_the_pace() {
-        let api = Arc::new(FakeApi::default());
-        {
-            let mut state = api.state.lock().expect("fake");
-            state.ticket = Some("ticket@@@one".into());
-            state.expires_in = 4;
-        }
-        let (_dir, store) = store();
-        store
-            .save_verify_ticket(
-                "platform".into(),
-                VerifyTicket {
-                    value: "ticket@@@one".into(),
-                    created_at: 1,
-                },
-            )
-            .await
-            .expect("ticket");
         let settings = KeeperSettings {
             authorizer_refresh_per_sec: 1,
             ..KeeperSettings::default()
         };
-        let keeper = keeper_with(api.clone(), store, settings).await;
+        let (api, _dir, _store, keeper) = ready_keeper_with(4, settings).await;
         // Forty authorizations in a burst: none waits for the pace of one a second.
         let began = tokio::time::Instant::now();
         for i in 0..40 {
@@ -2123,24 +2118,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn idle_drivers_park_and_their_parking_refreshes_them_when_due() {
-        let api = Arc::new(FakeApi::default());
-        {
-            let mut state = api.state.lock().expect("fake");
-            state.ticket = Some("ticket@@@one".into());
-            state.expires_in = 12;
-        }
-        let (_dir, store) = store();
-        store
-            .save_verify_ticket(
-                "platform".into(),
-                VerifyTicket {
-                    value: "ticket@@@one".into(),
-                    created_at: 1,
-                },
-            )
-            .await
-            .expect("ticket");
-        let keeper = keeper(api.clone(), store).await;
+        let (api, _dir, _store, keeper) = ready_keeper_with(12, KeeperSettings::default()).await;
         let mut slots = Vec::new();
         for i in 0..3 {
             let appid = format!("wxmerchant{i:04}");
