@@ -262,12 +262,6 @@ pub async fn access_token(
     Ok(token_response(&token, None))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InvalidateBody {
-    access_token: String,
-}
-
 /// `POST /v1/apps/{component}/authorizers/{appid}/access_token/invalidate`
 pub async fn invalidate(
     State(state): State<AppState>,
@@ -276,12 +270,7 @@ pub async fn invalidate(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     authorizer_target(&state, &caller, &app, &appid, Scope::Invalidate)?;
-    let InvalidateBody { access_token } = parse_json(body)?;
-    if access_token.trim().is_empty() {
-        return Err(ApiError::BadRequest(
-            "field `access_token` must be the token WeChat rejected, not empty".into(),
-        ));
-    }
+    let access_token = super::tokens::reported_token(body)?;
     let (token, refreshed) = state
         .keeper
         .invalidate_authorizer(&app, &appid, &access_token)
@@ -305,12 +294,6 @@ pub async fn ticket(
     Ok(super::tickets::ticket_response(&value, None).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TicketInvalidateBody {
-    ticket: String,
-}
-
 /// `POST /v1/apps/{component}/authorizers/{appid}/ticket/{type}/invalidate`
 pub async fn invalidate_ticket(
     State(state): State<AppState>,
@@ -319,12 +302,7 @@ pub async fn invalidate_ticket(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     authorizer_target(&state, &caller, &app, &appid, Scope::Invalidate)?;
-    let TicketInvalidateBody { ticket: dead } = parse_json(body)?;
-    if dead.trim().is_empty() {
-        return Err(ApiError::BadRequest(
-            "field `ticket` must be the ticket that failed, not empty".into(),
-        ));
-    }
+    let dead = super::tickets::reported_ticket(body)?;
     let (value, refreshed) = state
         .keeper
         .invalidate_authorizer_ticket(&app, &appid, &ticket, &dead)

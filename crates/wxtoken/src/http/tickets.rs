@@ -62,6 +62,17 @@ pub struct InvalidateBody {
     ticket: String,
 }
 
+/// The ticket an `invalidate` body reports dead (`{"ticket": "..."}`, not empty).
+pub(super) fn reported_ticket(body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
+    let InvalidateBody { ticket } = parse_json(body)?;
+    if ticket.trim().is_empty() {
+        return Err(ApiError::BadRequest(
+            "field `ticket` must be the ticket that failed, not empty".into(),
+        ));
+    }
+    Ok(ticket)
+}
+
 /// `POST /v1/apps/{app}/ticket/{type}/invalidate` `{"ticket": "<the one that failed>"}`
 pub async fn invalidate(
     State(state): State<AppState>,
@@ -70,12 +81,7 @@ pub async fn invalidate(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.authorize(&state, &app, Scope::Invalidate)?;
-    let InvalidateBody { ticket: dead } = parse_json(body)?;
-    if dead.trim().is_empty() {
-        return Err(ApiError::BadRequest(
-            "field `ticket` must be the ticket that failed, not empty".into(),
-        ));
-    }
+    let dead = reported_ticket(body)?;
     let (value, refreshed) = state.keeper.invalidate_ticket(&app, &ticket, &dead).await?;
     Ok(ticket_response(&value, Some(refreshed)))
 }

@@ -268,6 +268,17 @@ pub struct InvalidateBody {
     access_token: String,
 }
 
+/// The token an `invalidate` body reports dead (`{"access_token": "..."}`, not empty).
+pub(super) fn reported_token(body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
+    let InvalidateBody { access_token } = parse_json(body)?;
+    if access_token.trim().is_empty() {
+        return Err(ApiError::BadRequest(
+            "field `access_token` must be the token WeChat rejected, not empty".into(),
+        ));
+    }
+    Ok(access_token)
+}
+
 /// `POST /v1/apps/{app}/access_token/invalidate` `{"access_token": "<the one that failed>"}`
 pub async fn invalidate(
     State(state): State<AppState>,
@@ -276,12 +287,7 @@ pub async fn invalidate(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.authorize(&state, &app, Scope::Invalidate)?;
-    let InvalidateBody { access_token } = parse_json(body)?;
-    if access_token.trim().is_empty() {
-        return Err(ApiError::BadRequest(
-            "field `access_token` must be the token WeChat rejected, not empty".into(),
-        ));
-    }
+    let access_token = reported_token(body)?;
     let (token, refreshed) = state.keeper.invalidate(&app, &access_token).await?;
     let second = unix_now_ms() / 1000;
     Ok(json_no_store(render(&token, second, Some(refreshed))))

@@ -678,16 +678,7 @@ async fn call_once(
     } else {
         slot.health().count_call(api, started_ms)
     };
-    let app = slot.key.app.clone();
-    metrics::counter!("wxtoken_upstream_calls_total", "app" => app.clone(), "api" => api)
-        .increment(1);
-    // The counter is durable but must not delay the call.
-    let store = ctx.store.clone();
-    tokio::spawn(async move {
-        if let Err(e) = store.add_usage(day, app.clone(), api, 1).await {
-            warn!(app = %app, error = %e, "could not persist the upstream call counter");
-        }
-    });
+    count_upstream(ctx, &slot.key.app, api, day);
     match ctx.api.fetch(request).await {
         Ok(fetched) => Ok((fetched, started_ms)),
         Err(error) => {
@@ -703,6 +694,20 @@ async fn call_once(
             Err(Arc::new(Failure::Upstream(error)))
         }
     }
+}
+
+/// Counts one upstream call of `api` for `app` on WeChat day `day`: in metrics, and in
+/// the store (durable, but never delaying the call).
+pub(super) fn count_upstream(ctx: &Ctx, app: &str, api: &'static str, day: String) {
+    metrics::counter!("wxtoken_upstream_calls_total", "app" => app.to_owned(), "api" => api)
+        .increment(1);
+    let store = ctx.store.clone();
+    let app = app.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = store.add_usage(day, app.clone(), api, 1).await {
+            warn!(app = %app, error = %e, "could not persist the upstream call counter");
+        }
+    });
 }
 
 pub(super) async fn install(

@@ -870,7 +870,7 @@ impl Keeper {
             .store
             .load_authorizer(app.to_owned(), appid.to_owned())
             .await
-            .map_err(|e| KeeperError::Unavailable(format!("could not read the store: {e}")))?
+            .map_err(unreadable)?
             .ok_or_else(unknown)?;
         Ok((
             platform,
@@ -914,7 +914,7 @@ impl Keeper {
                 },
             };
             let api = call.api_name();
-            count_call(ctx, &platform.token.key.app, api);
+            driver::count_upstream(ctx, &platform.token.key.app, api, wechat_day(unix_now_ms()));
             let result = ctx.api.component(call).await;
             match result {
                 Ok(answer) => return Ok(answer),
@@ -1044,8 +1044,6 @@ impl Keeper {
                 appid.chars().take(64).collect::<String>()
             )));
         }
-        let unreadable =
-            |e: StoreError| KeeperError::Unavailable(format!("could not read the store: {e}"));
         let known = platform.get(&appid);
         let stored = ctx
             .store
@@ -1138,7 +1136,7 @@ impl Keeper {
             .store
             .list_authorizers(app.to_owned(), cursor, limit + 1)
             .await
-            .map_err(|e| KeeperError::Unavailable(format!("could not read the store: {e}")))?;
+            .map_err(unreadable)?;
         let more = records.len() > limit;
         let authorizers: Vec<AuthorizerView> = records
             .iter()
@@ -1478,9 +1476,7 @@ impl Keeper {
                         .store
                         .load_authorizer(app.to_owned(), listed.appid.clone())
                         .await
-                        .map_err(|e| {
-                            KeeperError::Unavailable(format!("could not read the store: {e}"))
-                        })?,
+                        .map_err(unreadable)?,
                 };
                 let record = match known {
                     Some(k)
@@ -1527,17 +1523,9 @@ impl Keeper {
     }
 }
 
-/// Counts a call made outside a driver (component calls), as drivers count theirs.
-fn count_call(ctx: &Ctx, component: &str, api: &'static str) {
-    metrics::counter!("wxtoken_upstream_calls_total", "app" => component.to_owned(), "api" => api)
-        .increment(1);
-    let store = ctx.store.clone();
-    let (day, component) = (wechat_day(unix_now_ms()), component.to_owned());
-    tokio::spawn(async move {
-        if let Err(e) = store.add_usage(day, component.clone(), api, 1).await {
-            warn!(app = %component, error = %e, "could not persist the upstream call counter");
-        }
-    });
+/// The error for a store that could not be read while answering a caller.
+fn unreadable(e: StoreError) -> KeeperError {
+    KeeperError::Unavailable(format!("could not read the store: {e}"))
 }
 
 /// Which component call to make (the token is filled in per attempt).
