@@ -38,6 +38,11 @@ impl WxError {
     pub const SECRET_MISSING: Self = Self::new(41004, "appsecret missing");
     pub const TOKEN_EXPIRED: Self = Self::new(42001, "access_token expired");
     pub const DAILY_QUOTA: Self = Self::new(45009, "reach max api daily quota limit");
+    /// `clear_quota`: this month's clears are used up.
+    pub const CLEAR_QUOTA_LIMIT: Self =
+        Self::new(48006, "forbid to clear quota because of reaching the limit");
+    /// `openapi/quota/get` for a path it has no figures for.
+    pub const CGI_PATH_NOT_FOUND: Self = Self::new(76021, "cgi_path not found, please check");
     pub const DATA_FORMAT: Self = Self::new(47001, "data format error");
     pub const CODE_MISSING: Self = Self::new(41008, "missing code");
     pub const INVALID_CODE: Self = Self::new(40029, "invalid code");

@@ -252,6 +252,9 @@ pub struct Config {
     /// stops working (61023), so that a client that fails to keep the returned one
     /// finds out. `false` keeps the refresh token until the next authorization.
     pub rotate_refresh_tokens: bool,
+    /// `clear_quota` and `clear_quota/v2` clears allowed per app per month, both
+    /// together (WeChat: 10, shared with the console); over it: 48006.
+    pub clear_quota_monthly: u64,
 }
 
 impl Default for Config {
@@ -281,6 +284,7 @@ impl Default for Config {
             verify_ticket_lifetime: Duration::from_secs(12 * 3600),
             verify_ticket_interval: None,
             rotate_refresh_tokens: true,
+            clear_quota_monthly: 10,
         }
     }
 }

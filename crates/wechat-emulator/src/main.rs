@@ -45,6 +45,9 @@ struct Cli {
     /// Daily /cgi-bin/stable_token calls allowed per app.
     #[arg(long, default_value_t = 500_000)]
     stable_quota: u64,
+    /// clear_quota clears allowed per app per month, both versions together.
+    #[arg(long, default_value_t = 10)]
+    clear_quota_monthly: u64,
     /// Milliseconds added to every token- and ticket-endpoint answer.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
@@ -222,6 +225,7 @@ impl Cli {
                 .verify_ticket_interval_secs
                 .map(Duration::from_secs_f64),
             rotate_refresh_tokens: !self.keep_refresh_tokens,
+            clear_quota_monthly: self.clear_quota_monthly,
         }
     }
 }

@@ -110,6 +110,16 @@ pub struct AppStats {
     /// multipart framing): what a test compares with what it sent.
     #[serde(default)]
     pub media_bytes: u64,
+    /// `POST /cgi-bin/openapi/quota/get` calls made with this app's valid token.
+    #[serde(default)]
+    pub quota_get_calls: u64,
+    /// `clear_quota` and `clear_quota/v2` calls naming this app (v1: made with its
+    /// valid token), failed ones included.
+    #[serde(default)]
+    pub clear_quota_calls: u64,
+    /// Of those, the clears that took effect (and used one of the month's clears).
+    #[serde(default)]
+    pub quota_clears: u64,
 }
 
 impl AppStats {

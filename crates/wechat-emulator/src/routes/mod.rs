@@ -3,7 +3,7 @@
 //! Owns the router, the small admin/fallback handlers, [`deliver`], which times every
 //! token and ticket answer, and [`api_delay`], which times every other API's; the
 //! token endpoints live in `token`, the ticket endpoints in `tickets`, the ordinary
-//! APIs in `ordinary` and `apis`, the login calls in `login`, uploads in `media`, the
+//! APIs in `ordinary` and `apis`, the quota APIs in `quota`, the login calls in `login`, uploads in `media`, the
 //! third-party platform APIs and their `/_emulator/*` hooks in `component`.
 
 mod apis;
@@ -12,6 +12,7 @@ mod datacube;
 mod login;
 mod media;
 mod ordinary;
+mod quota;
 mod tickets;
 mod token;
 
@@ -48,6 +49,9 @@ pub(crate) fn router(emulator: Emulator) -> Router {
             "/cgi-bin/media/upload",
             post(media::upload).layer(DefaultBodyLimit::max(media::MAX_UPLOAD_BODY)),
         )
+        .route("/cgi-bin/openapi/quota/get", post(quota::get))
+        .route("/cgi-bin/clear_quota", post(quota::clear))
+        .route("/cgi-bin/clear_quota/v2", post(quota::clear_v2))
         .route("/sns/jscode2session", get(login::jscode2session))
         .route("/sns/oauth2/access_token", get(login::oauth2_access_token))
         .route(

@@ -14,6 +14,7 @@
 
 mod component;
 mod login;
+mod quota;
 mod tickets;
 mod token;
 mod wecom;
@@ -33,6 +34,7 @@ pub(crate) use component::{
     AUTH_CODE_EXPIRES_IN, AuthorizeOutcome, ComponentAuth, ComponentTokenRequest,
 };
 pub(crate) use login::{LoginKind, LoginRequest, MediaLimits};
+pub(crate) use quota::ClearAuth;
 pub(crate) use tickets::{Ticket, TicketKind, WecomTicket};
 pub(crate) use token::{Admission, Answer, Call, Endpoint, TokenRequest};
 pub(crate) use wecom::WecomTokenRequest;
@@ -206,6 +208,8 @@ struct AppState {
     /// Latest ticket of each type from `ticket/getticket`.
     tickets: HashMap<TicketKind, String>,
     daily: Daily,
+    /// `clear_quota` uses this month (both versions share the budget).
+    clears: quota::Clears,
     stats: AppStats,
     spread: Spread,
 }
@@ -219,6 +223,7 @@ impl AppState {
             last_force: None,
             tickets: HashMap::new(),
             daily: Daily::default(),
+            clears: quota::Clears::default(),
             stats: AppStats::default(),
             spread: Spread::default(),
         }
