@@ -66,6 +66,26 @@ enum Command {
         #[command(subcommand)]
         command: AuthorizersCommand,
     },
+    /// An app's daily WeChat quota, on a running server.
+    Quota {
+        #[command(subcommand)]
+        command: QuotaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuotaCommand {
+    /// Clear the app's daily quota at WeChat (clear_quota/v2; within
+    /// upstream.clear_quota_monthly_budget, WeChat allows 10 a month). Needs an admin key.
+    Clear {
+        /// The app id (the `{app}` in URLs).
+        app: String,
+        #[arg(long, env = "WXTOKEN_SERVER", default_value = "http://127.0.0.1:7200")]
+        server: String,
+        /// A client key with the admin scope.
+        #[arg(long, env = "WXTOKEN_KEY", hide_env_values = true)]
+        key: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -150,6 +170,9 @@ async fn main() -> ExitCode {
         Command::Authorizers {
             command: AuthorizersCommand::Import { app, server, key },
         } => import_authorizers(&app, &server, &key).await,
+        Command::Quota {
+            command: QuotaCommand::Clear { app, server, key },
+        } => clear_quota(&app, &server, &key).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -233,6 +256,31 @@ async fn import_authorizers(app: &str, server: &str, key: &str) -> anyhow::Resul
         n("added"),
         n("updated"),
         n("unchanged")
+    );
+    Ok(())
+}
+
+async fn clear_quota(app: &str, server: &str, key: &str) -> anyhow::Result<()> {
+    let url = format!("{}/v1/apps/{app}/quota/clear", server.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .with_context(|| format!("Failed to reach {server}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .with_context(|| format!("{server} did not answer JSON (HTTP {status})"))?;
+    if !status.is_success() {
+        return Err(error_line(status, &body));
+    }
+    let n = |field: &str| body.pointer(field).and_then(|v| v.as_u64()).unwrap_or(0);
+    println!(
+        "cleared the daily quota of {app}: {} of {} clears used this month",
+        n("/quota/clears_this_month"),
+        n("/quota/clear_budget")
     );
     Ok(())
 }

@@ -10,9 +10,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{
-    AppGrant, AppKind, AppSettings, ClientSettings, ConfigError, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_REQUEST_TIMEOUT, GatewaySettings, KeeperSettings, MessageKeys, Scope, ServerSettings,
-    Settings, SharedSettings, StoreSettings, TokenMode, UpstreamSettings, invalid, key_digest,
+    AppGrant, AppKind, AppQuota, AppSettings, ClientSettings, ConfigError, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT, DailyBudget, GatewaySettings, KeeperSettings, MessageKeys,
+    QuotaSettings, Scope, ServerSettings, Settings, SharedSettings, StoreSettings, TokenMode,
+    UpstreamSettings, WECHAT_CLEARS_PER_MONTH, invalid, key_digest,
 };
 
 #[derive(Deserialize, Default)]
@@ -61,6 +62,16 @@ struct RawUpstream {
     wecom_base: Option<String>,
     connect_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
+    daily_budget: Option<RawBudget>,
+    clear_quota_monthly_budget: Option<i64>,
+}
+
+/// `daily_budget`: a percent string ("80%") or a number of calls.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawBudget {
+    Calls(i64),
+    Text(String),
 }
 
 #[derive(Deserialize, Default)]
@@ -95,6 +106,8 @@ struct RawApp {
     mode: Option<String>,
     token: Option<String>,
     encoding_aes_key: Option<String>,
+    daily_budget: Option<RawBudget>,
+    auto_clear_quota: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -143,7 +156,7 @@ impl Settings {
 
         let upstream = upstream_settings(&raw.upstream, &expand)?;
 
-        let keeper = keeper_settings(&raw.keeper, &raw.store)?;
+        let keeper = keeper_settings(&raw.keeper, &raw.store, &raw.upstream)?;
 
         let gateway = gateway_settings(&raw.gateway)?;
 
@@ -342,7 +355,59 @@ fn gateway_settings(raw: &RawGateway) -> Result<GatewaySettings, ConfigError> {
     })
 }
 
-fn keeper_settings(raw: &RawKeeper, store: &RawStore) -> Result<KeeperSettings, ConfigError> {
+/// A `daily_budget` value: "1%".."100%", or a positive number of calls.
+fn daily_budget(key: &str, raw: &RawBudget) -> Result<DailyBudget, ConfigError> {
+    let wrong = || {
+        invalid(
+            key,
+            "must be a percent of WeChat's daily limit (\"1%\" to \"100%\") or a positive number of calls",
+        )
+    };
+    match raw {
+        RawBudget::Calls(n) => u64::try_from(*n)
+            .ok()
+            .filter(|n| *n > 0)
+            .map(DailyBudget::Calls)
+            .ok_or_else(wrong),
+        RawBudget::Text(text) => text
+            .trim()
+            .strip_suffix('%')
+            .and_then(|p| p.trim().parse::<u8>().ok())
+            .filter(|p| (1..=100).contains(p))
+            .map(DailyBudget::Percent)
+            .ok_or_else(wrong),
+    }
+}
+
+fn quota_settings(raw: &RawUpstream) -> Result<QuotaSettings, ConfigError> {
+    let defaults = QuotaSettings::default();
+    Ok(QuotaSettings {
+        daily_budget: raw
+            .daily_budget
+            .as_ref()
+            .map(|b| daily_budget("upstream.daily_budget", b))
+            .transpose()?
+            .unwrap_or(defaults.daily_budget),
+        clear_quota_monthly_budget: match raw.clear_quota_monthly_budget {
+            None => defaults.clear_quota_monthly_budget,
+            Some(n) => u32::try_from(n)
+                .ok()
+                .filter(|n| *n <= WECHAT_CLEARS_PER_MONTH)
+                .ok_or_else(|| {
+                    invalid(
+                        "upstream.clear_quota_monthly_budget",
+                        format!("must be 0 to {WECHAT_CLEARS_PER_MONTH}: WeChat allows {WECHAT_CLEARS_PER_MONTH} clears a month"),
+                    )
+                })?,
+        },
+    })
+}
+
+fn keeper_settings(
+    raw: &RawKeeper,
+    store: &RawStore,
+    upstream: &RawUpstream,
+) -> Result<KeeperSettings, ConfigError> {
     let defaults = KeeperSettings::default();
     let keeper = KeeperSettings {
         refresh_ahead: positive_secs(
@@ -403,6 +468,7 @@ fn keeper_settings(raw: &RawKeeper, store: &RawStore) -> Result<KeeperSettings, 
                 .classic_refresh_when_down
                 .unwrap_or(defaults.shared.classic_refresh_when_down),
         },
+        quota: quota_settings(upstream)?,
     };
     Ok(keeper)
 }
@@ -550,12 +616,28 @@ fn validate_app(
             ));
         }
     };
+    let daily_budget = raw
+        .daily_budget
+        .as_ref()
+        .map(|b| daily_budget(&key("daily_budget"), b))
+        .transpose()?;
+    let auto_clear_quota = raw.auto_clear_quota.unwrap_or(false);
+    if auto_clear_quota && !matches!(kind, AppKind::Official { .. }) {
+        return Err(invalid(
+            key("auto_clear_quota"),
+            "applies to kind = \"official\" only (clear_quota/v2 takes an account's appid and AppSecret)",
+        ));
+    }
     Ok(AppSettings {
         id,
         kind,
         appid,
         secret: SecretString::from(secret),
         message,
+        quota: AppQuota {
+            daily_budget,
+            auto_clear_quota,
+        },
     })
 }
 

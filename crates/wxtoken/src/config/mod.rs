@@ -167,6 +167,8 @@ pub struct KeeperSettings {
     pub authorizer_refresh_per_sec: u32,
     /// Coordination with other instances (from `[store]`).
     pub shared: SharedSettings,
+    /// The quota guard's defaults (from `[upstream]`).
+    pub quota: QuotaSettings,
 }
 
 impl Default for KeeperSettings {
@@ -180,8 +182,61 @@ impl Default for KeeperSettings {
             force_refresh_min_interval: Duration::from_secs(30),
             authorizer_refresh_per_sec: 50,
             shared: SharedSettings::default(),
+            quota: QuotaSettings::default(),
         }
     }
+}
+
+/// How much of WeChat's daily limit of an API wxtoken may use per app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DailyBudget {
+    /// A share of WeChat's limit, 1-100 percent; applies only where the limit is known.
+    Percent(u8),
+    /// A number of calls a day, whatever WeChat's limit.
+    Calls(u64),
+}
+
+impl DailyBudget {
+    /// The number of calls a day, given WeChat's limit (`None`: unknown, no budget).
+    pub fn calls(self, wechat_limit: Option<u64>) -> Option<u64> {
+        match self {
+            DailyBudget::Percent(p) => wechat_limit.map(|limit| limit * u64::from(p) / 100),
+            DailyBudget::Calls(n) => Some(n),
+        }
+    }
+}
+
+/// The quota guard's settings shared by every app (`[upstream] daily_budget`,
+/// `clear_quota_monthly_budget`).
+#[derive(Debug, Clone)]
+pub struct QuotaSettings {
+    /// Default `daily_budget` of apps that set none: 80% leaves a fifth of the day's
+    /// limit to a human in an emergency.
+    pub daily_budget: DailyBudget,
+    /// Clears (`clear_quota/v2`) per app per month, automatic and manual together;
+    /// WeChat allows 10 a month, shared with its console.
+    pub clear_quota_monthly_budget: u32,
+}
+
+/// WeChat allows 10 clears a month per account.
+pub const WECHAT_CLEARS_PER_MONTH: u32 = 10;
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        Self {
+            daily_budget: DailyBudget::Percent(80),
+            clear_quota_monthly_budget: WECHAT_CLEARS_PER_MONTH,
+        }
+    }
+}
+
+/// One app's quota settings (`[[apps]] daily_budget`, `auto_clear_quota`).
+#[derive(Debug, Clone, Default)]
+pub struct AppQuota {
+    /// Overrides `[upstream] daily_budget` for this app.
+    pub daily_budget: Option<DailyBudget>,
+    /// On 45009, call `clear_quota/v2` once (within the monthly budget) and retry.
+    pub auto_clear_quota: bool,
 }
 
 /// What sort of WeChat account an app is, with what only that sort has.
@@ -257,6 +312,8 @@ pub struct AppSettings {
     pub secret: SecretString,
     /// A component's message keys (`kind = "component"` only).
     pub message: Option<Arc<MessageKeys>>,
+    /// The quota guard's per-app settings.
+    pub quota: AppQuota,
 }
 
 impl AppSettings {

@@ -43,6 +43,9 @@ pub enum ApiError {
     /// An authorizer whose tokens are gone until the merchant authorizes again.
     #[error("{message}")]
     Gone { code: &'static str, message: String },
+    /// The request conflicts with the app's state or a budget (`code` names which).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     /// A component without a verify ticket yet (or one WeChat refused).
     #[error("{0}")]
     WaitingForVerifyTicket(String),
@@ -94,6 +97,7 @@ impl ApiError {
             }
             ApiError::Missing { code, .. } => (StatusCode::NOT_FOUND, code),
             ApiError::Gone { code, .. } => (StatusCode::GONE, code),
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::WaitingForVerifyTicket(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "waiting_for_verify_ticket")
             }

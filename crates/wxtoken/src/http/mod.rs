@@ -102,6 +102,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/apps", get(apps::list))
         .route("/v1/apps/{app}", get(apps::show))
+        .route("/v1/apps/{app}/quota/clear", post(apps::clear_quota))
         .route("/v1/apps/{app}/access_token", get(tokens::access_token))
         .route(
             "/v1/apps/{app}/access_token/invalidate",

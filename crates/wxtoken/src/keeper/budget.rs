@@ -109,6 +109,7 @@ mod tests {
             appid: "ww1".into(),
             secret: SecretString::from("s"),
             message: None,
+            quota: Default::default(),
         }
     }
 

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use super::platform::AuthorizerLink;
 use super::schedule::{self, Policy};
 use super::slot::{Demand, ErrorRecord, Slot};
-use super::{Ctx, Failure, KeeperError, shared};
+use super::{Ctx, Failure, KeeperError, quota, shared};
 use crate::config::{AppKind, TokenMode};
 use crate::credential::{
     CredentialKind, TicketType, Token, next_wechat_midnight_ms, unix_now_ms, wechat_day,
@@ -211,7 +211,17 @@ fn next_due(slot: &Slot, ctx: &Ctx) -> Instant {
     }
 }
 
+/// What to do this round, within the app's daily budget (see `keeper::quota`): past
+/// it, a fetch is made only for a token in its last stretch or none at all; a skipped
+/// refresh is moved to the last stretch, not retried at once.
 fn plan(slot: &Slot, ctx: &Ctx, demand: Option<&Demand>) -> Plan {
+    match plan_unguarded(slot, ctx, demand) {
+        Plan::Fetch { .. } if quota::guards(slot, ctx) => Plan::Idle,
+        planned => planned,
+    }
+}
+
+fn plan_unguarded(slot: &Slot, ctx: &Ctx, demand: Option<&Demand>) -> Plan {
     let now = Instant::now();
     let now_ms = unix_now_ms();
     let current = slot.current.load_full();
@@ -359,7 +369,15 @@ async fn refresh_token(
             secret: &slot.app.secret,
         },
     };
-    let token = install(slot, ctx, call(slot, ctx, request(false)).await?).await;
+    let fetched = match call(slot, ctx, request(false)).await {
+        // 45009 with auto_clear_quota: one clear per incident, then one retry.
+        Err(failure) if quota_exhausted(&failure) && quota::auto_clear(slot, ctx).await => {
+            call(slot, ctx, request(false)).await?
+        }
+        other => other?,
+    };
+    quota::fetched(slot, ctx);
+    let token = install(slot, ctx, fetched).await;
     let Some(dead) = invalidating else {
         return Ok(());
     };
@@ -382,6 +400,11 @@ async fn refresh_token(
     slot.health().last_force_ms = Some(unix_now_ms());
     install(slot, ctx, call(slot, ctx, request(true)).await?).await;
     Ok(())
+}
+
+/// Whether WeChat said the daily quota is gone (45009).
+fn quota_exhausted(failure: &Failure) -> bool {
+    matches!(failure, Failure::Upstream(e) if e.errcode == Some(45009))
 }
 
 /// A component's token, which needs the newest verify ticket WeChat pushed (read from

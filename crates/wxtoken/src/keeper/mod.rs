@@ -8,6 +8,7 @@
 mod budget;
 mod driver;
 mod platform;
+mod quota;
 pub mod schedule;
 mod shared;
 mod slot;
@@ -33,6 +34,7 @@ pub use platform::{
     AuthorizerCounts, AuthorizerPage, AuthorizerView, ComponentStatus, ImportReport, PushError,
     Pushed, valid_appid,
 };
+pub use quota::{ClearError, QuotaStatus, WechatFigures};
 use slot::{Health, Slot};
 pub use status::{AppStatus, ErrorStatus, TicketStatus, TokenStatus};
 
@@ -195,6 +197,8 @@ pub(crate) struct Ctx {
     pub ticket_budget: TicketBudget,
     /// Whether the shared store has been failing long enough to be taken for down.
     pub store_health: shared::StoreHealth,
+    /// The quota guard's per-app state (WeChat's figures, clears).
+    pub quota: quota::QuotaBook,
 }
 
 /// One app's credentials.
@@ -267,6 +271,7 @@ impl Keeper {
             owner: hex::encode(owner),
             ticket_budget: TicketBudget::default(),
             store_health: shared::StoreHealth::default(),
+            quota: quota::QuotaBook::default(),
         });
 
         let mut built = HashMap::new();
@@ -553,6 +558,7 @@ impl Keeper {
         let tickets: Vec<&Slot> = slots.tickets.iter().map(|(_, s)| s.as_ref()).collect();
         let mut status = status::of(&slots.token, &tickets, &self.inner.ctx.settings);
         status.component = self.component_status(app);
+        status.quota = Some(quota::status(&slots.token, &self.inner.ctx));
         Some(status)
     }
 

@@ -1705,6 +1705,7 @@ mod tests {
                 token: SecretString::from("pushtoken"),
                 encoding_aes_key: SecretString::from(AES_KEY),
             })),
+            quota: Default::default(),
         }
     }
 

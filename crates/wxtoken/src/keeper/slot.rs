@@ -548,6 +548,7 @@ mod tests {
             appid: "wx1".into(),
             secret: SecretString::from("s"),
             message: None,
+            quota: Default::default(),
         };
         Slot::new(
             CredentialKey::access_token("shop"),

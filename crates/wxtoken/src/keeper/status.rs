@@ -44,6 +44,9 @@ pub struct AppStatus {
     /// A third-party platform's authorizers (counts by state) and verify ticket.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub component: Option<super::ComponentStatus>,
+    /// The quota guard: budget, use, WeChat's figures, clears (see `keeper::quota`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<super::QuotaStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -189,5 +192,6 @@ pub(super) fn of(token: &Slot, tickets: &[&Slot], settings: &KeeperSettings) -> 
         last_error: main.last_error,
         tickets,
         component: None,
+        quota: None,
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod crypto;
 pub mod errcode;
+mod quota;
 mod token;
 
 use std::fmt;
@@ -122,8 +123,16 @@ impl FetchRequest<'_> {
     }
 }
 
-/// Every API name [`FetchRequest::api_name`] can return, for loading stored counters.
+/// The API names of the quota calls ([`TokenApi::quota_get`], [`TokenApi::clear_quota`]),
+/// counted with the app's access token.
+pub const QUOTA_GET: &str = "quota_get";
+pub const CLEAR_QUOTA: &str = "clear_quota";
+
+/// Every API name [`FetchRequest::api_name`] can return (and the quota calls'), for
+/// loading stored counters.
 pub const API_NAMES: &[&str] = &[
+    QUOTA_GET,
+    CLEAR_QUOTA,
     "token",
     "stable_token",
     "stable_token_force",
@@ -144,7 +153,9 @@ pub fn api_kind(api: &str) -> Option<CredentialKind> {
         | "stable_token_force"
         | "gettoken"
         | "api_component_token"
-        | "api_authorizer_token" => Some(CredentialKind::AccessToken),
+        | "api_authorizer_token"
+        | QUOTA_GET
+        | CLEAR_QUOTA => Some(CredentialKind::AccessToken),
         "getticket_jsapi" | "get_jsapi_ticket" => Some(CredentialKind::Ticket(TicketType::Jsapi)),
         "getticket_wx_card" => Some(CredentialKind::Ticket(TicketType::WxCard)),
         "ticket_agent_config" => Some(CredentialKind::Ticket(TicketType::AgentConfig)),
@@ -166,7 +177,7 @@ pub struct UpstreamError {
 }
 
 impl UpstreamError {
-    fn transient(message: impl Into<String>) -> Self {
+    pub(crate) fn transient(message: impl Into<String>) -> Self {
         Self {
             class: ErrorClass::Transient,
             errcode: None,
@@ -275,6 +286,14 @@ pub enum ComponentAnswer {
     },
 }
 
+/// An account's figures for one API today, as `openapi/quota/get` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct QuotaFigures {
+    pub daily_limit: u64,
+    pub used: u64,
+    pub remain: u64,
+}
+
 /// WeChat's credential APIs, behind a trait so that the keeper can be driven by a fake.
 pub trait TokenApi: Send + Sync + 'static {
     /// Fetches one token or ticket.
@@ -297,5 +316,37 @@ pub trait TokenApi: Send + Sync + 'static {
                 rid: None,
             })
         })
+    }
+
+    /// `openapi/quota/get`: WeChat's daily figures for `cgi_path`, asked with the
+    /// account's own token. An upstream without it says so.
+    fn quota_get<'a>(
+        &'a self,
+        access_token: &'a str,
+        cgi_path: &'a str,
+    ) -> BoxFuture<'a, Result<QuotaFigures, UpstreamError>> {
+        let _ = (access_token, cgi_path);
+        Box::pin(async { Err(not_offered(QUOTA_GET)) })
+    }
+
+    /// `clear_quota/v2`: resets the account's daily counters (WeChat allows 10 a
+    /// month). An upstream without it says so.
+    fn clear_quota<'a>(
+        &'a self,
+        appid: &'a str,
+        secret: &'a SecretString,
+    ) -> BoxFuture<'a, Result<(), UpstreamError>> {
+        let _ = (appid, secret);
+        Box::pin(async { Err(not_offered(CLEAR_QUOTA)) })
+    }
+}
+
+/// The error of an upstream that lacks a call.
+fn not_offered(api: &str) -> UpstreamError {
+    UpstreamError {
+        class: ErrorClass::Configuration,
+        errcode: None,
+        message: format!("this upstream does not offer {api}"),
+        rid: None,
     }
 }

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::errcode::{self, ErrorClass};
 use super::{
     Authorization, ComponentAnswer, ComponentCall, FetchRequest, Fetched, ListedAuthorizer,
-    PreAuthCode, TokenApi, UpstreamError,
+    PreAuthCode, QuotaFigures, TokenApi, UpstreamError,
 };
 use crate::config::{TokenMode, UpstreamSettings};
 use crate::credential::TicketType;
@@ -32,8 +32,8 @@ pub const MAX_EXPIRES_IN: u64 = 86_400;
 /// The real WeChat client.
 #[derive(Debug, Clone)]
 pub struct WechatClient {
-    http: reqwest::Client,
-    api_base: String,
+    pub(super) http: reqwest::Client,
+    pub(super) api_base: String,
     wecom_base: String,
 }
 
@@ -170,7 +170,10 @@ impl WechatClient {
 
 /// Sends one call and reads its answer (bounded), turning HTTP-level failures into
 /// classified errors.
-async fn send(call: reqwest::RequestBuilder, limit: usize) -> Result<Vec<u8>, UpstreamError> {
+pub(super) async fn send(
+    call: reqwest::RequestBuilder,
+    limit: usize,
+) -> Result<Vec<u8>, UpstreamError> {
     // URLs carry secrets and tokens: strip them from every error.
     let mut response = call.send().await.map_err(network_error)?;
     let status = response.status();
@@ -431,6 +434,22 @@ impl TokenApi for WechatClient {
         call: ComponentCall<'a>,
     ) -> BoxFuture<'a, Result<ComponentAnswer, UpstreamError>> {
         WechatClient::component(self, call).boxed()
+    }
+
+    fn quota_get<'a>(
+        &'a self,
+        access_token: &'a str,
+        cgi_path: &'a str,
+    ) -> BoxFuture<'a, Result<QuotaFigures, UpstreamError>> {
+        WechatClient::quota_get(self, access_token, cgi_path).boxed()
+    }
+
+    fn clear_quota<'a>(
+        &'a self,
+        appid: &'a str,
+        secret: &'a SecretString,
+    ) -> BoxFuture<'a, Result<(), UpstreamError>> {
+        WechatClient::clear_quota(self, appid, secret).boxed()
     }
 }
 
