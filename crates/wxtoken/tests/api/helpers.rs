@@ -259,12 +259,24 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
-    let emulator = wechat_emulator::spawn(emulator_config(&options))
+    spawn_app_from(emulator_config(&options), |api_base, db| {
+        config_toml(&options, api_base, db)
+    })
+    .await
+}
+
+/// An emulator with `emulator`'s settings and a server configured by `toml(api_base,
+/// db)`: for tests whose config differs from [`config_toml`]'s.
+pub async fn spawn_app_from(
+    emulator: EmulatorConfig,
+    toml: impl FnOnce(&str, &str) -> String,
+) -> TestApp {
+    let emulator = wechat_emulator::spawn(emulator)
         .await
         .expect("emulator starts");
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("wxtoken.db");
-    let toml = config_toml(&options, &emulator.base_url(), &db.display().to_string());
+    let toml = toml(&emulator.base_url(), &db.display().to_string());
     let settings = Settings::from_toml(&toml).expect("test config is valid");
     let (base, shutdown, server) = start_server(&settings).await;
     TestApp {

@@ -16,6 +16,7 @@ mod platform;
 mod platform_flow;
 mod platform_input;
 mod platform_store;
+mod quota;
 mod redis_cluster;
 mod redis_server;
 mod refresh;

@@ -1,0 +1,294 @@
+//! The quota guard against the emulator: no fetch past the daily budget unless the
+//! token is in its last stretch, automatic clears once per incident and within the
+//! monthly budget (kept across restarts), the manual clear route and CLI, and WeChat's
+//! own figures in the status, asked for at most once an hour.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::process::Command;
+use wechat_emulator::{AppCredentials, Config as EmulatorConfig};
+
+use crate::helpers::*;
+
+/// Has `read` and `admin` on every app.
+const ADMIN_KEY: &str = "wxt_test_key_admin_quota";
+/// Has `read` only.
+const READER_KEY: &str = "wxt_test_key_reader_quota";
+
+/// How a test's server differs: appended to `[upstream]`, `[keeper]` and the app.
+#[derive(Default)]
+struct Setup {
+    upstream: &'static str,
+    keeper: &'static str,
+    app: &'static str,
+}
+
+fn emulator(expires_in: u64, quota: u64) -> EmulatorConfig {
+    EmulatorConfig {
+        apps: vec![AppCredentials::new(APPID, SECRET)],
+        expires_in,
+        quota,
+        ..EmulatorConfig::default()
+    }
+}
+
+async fn spawn(emulator: EmulatorConfig, setup: Setup) -> TestApp {
+    spawn_app_from(emulator, |api_base, db| {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[store]
+path = "{db}"
+[upstream]
+api_base = "{api_base}"
+wecom_base = "{api_base}"
+{upstream}
+[keeper]
+{keeper}
+[[apps]]
+id = "shop"
+appid = "{APPID}"
+secret = "{SECRET}"
+mode = "classic"
+{app}
+[[clients]]
+name = "order-service"
+key = "{KEY}"
+apps = ["*"]
+scopes = ["read", "invalidate"]
+[[clients]]
+name = "ops"
+key = "{ADMIN_KEY}"
+apps = ["*"]
+scopes = ["read", "admin"]
+[[clients]]
+name = "dashboard"
+key = "{READER_KEY}"
+apps = ["*"]
+scopes = ["read"]
+"#,
+            upstream = setup.upstream,
+            keeper = setup.keeper,
+            app = setup.app,
+        )
+    })
+    .await
+}
+
+async fn status(app: &TestApp) -> Value {
+    let (status, body) = app.get("/v1/apps/shop", Some(KEY)).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Polls `done` every 20 ms until it holds, failing after `limit`.
+async fn until(limit: Duration, what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn past_the_daily_budget_nothing_is_fetched_until_the_token_is_in_its_last_stretch() {
+    // 20 s tokens refreshed 8 s ahead (6.4-8 s before expiry); the last stretch is the
+    // last 4 s. A budget of one call a day is used by the first fetch.
+    let app = spawn(
+        emulator(20, 2000),
+        Setup {
+            keeper: "refresh_ahead_secs = 8",
+            app: "daily_budget = 1",
+            ..Setup::default()
+        },
+    )
+    .await;
+    let (code, first) = app.get("/v1/apps/shop/access_token", Some(KEY)).await;
+    assert_eq!(code, 200, "{first}");
+    let token = first["access_token"].as_str().expect("token").to_owned();
+    let expires_at = first["expires_at"].as_u64().expect("expires_at");
+    assert_eq!(app.stats().token_calls, 1);
+    let quota = &status(&app).await["quota"];
+    assert_eq!(
+        (&quota["api"], &quota["budget"], &quota["used"], &quota["guarded"]),
+        (&Value::from("token"), &Value::from(1), &Value::from(1), &Value::from(true)),
+        "{quota}"
+    );
+
+    // A client's report does not buy a fetch past the budget.
+    let (code, body) = app.invalidate(&token).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["refreshed"], false, "{body}");
+    assert_eq!(body["access_token"], token.as_str());
+    assert_eq!(app.stats().token_calls, 1, "no fetch past the budget");
+
+    // The proactive refresh waits for the last stretch, then happens: the token
+    // never lapses.
+    until(Duration::from_secs(25), "the last-stretch refresh", async || {
+        app.stats().token_calls == 2
+    })
+    .await;
+    let after = status(&app).await;
+    let fetched_at = after["token"]["fetched_at"].as_u64().expect("fetched_at");
+    let left = expires_at.saturating_sub(fetched_at);
+    assert!(
+        (2..=5).contains(&left),
+        "refreshed with {left} s left; the last stretch is 4 s, an unguarded refresh 6.4-8 s: {after}"
+    );
+    assert_eq!(after["token"]["generation"], 2, "{after}");
+    assert_eq!(after["quota"]["used"], 2);
+    assert_ne!(app.token().await, token);
+    assert_eq!(app.stats().token_calls, 2);
+}
+
+#[tokio::test]
+async fn an_automatic_clear_happens_once_per_incident_and_a_manual_one_still_works() {
+    // WeChat's quota is 0: every fetch answers 45009, even right after a clear.
+    let app = spawn(
+        emulator(7200, 0),
+        Setup {
+            app: "auto_clear_quota = true",
+            ..Setup::default()
+        },
+    )
+    .await;
+    until(Duration::from_secs(5), "the first incident settles", async || {
+        status(&app).await["consecutive_failures"] == 1
+    })
+    .await;
+    let stats = app.stats();
+    assert_eq!(
+        (stats.token_calls, stats.clear_quota_calls, stats.quota_clears),
+        (2, 1, 1),
+        "45009, one clear, one retry"
+    );
+    let body = status(&app).await;
+    assert_eq!(body["state"], "quota_exhausted", "{body}");
+    assert_eq!(body["last_error"]["wechat_errcode"], 45009);
+    assert_eq!(body["quota"]["clears_this_month"], 1, "{body}");
+
+    // Only an admin may clear by hand.
+    let (code, denied) = app.post("/v1/apps/shop/quota/clear", Some(READER_KEY), "").await;
+    assert_eq!((code, self::code(&denied)), (403, "forbidden"), "{denied}");
+    let (code, cleared) = app.post("/v1/apps/shop/quota/clear", Some(ADMIN_KEY), "").await;
+    assert_eq!(code, 200, "{cleared}");
+    assert_eq!(cleared["id"], "shop");
+    assert_eq!(cleared["quota"]["clears_this_month"], 2, "{cleared}");
+
+    // The clear wakes the driver: it fetches at once, meets 45009 again, and makes no
+    // second automatic clear in the same incident.
+    until(Duration::from_secs(5), "the retry after the manual clear", async || {
+        status(&app).await["consecutive_failures"] == 2
+    })
+    .await;
+    let stats = app.stats();
+    assert_eq!(
+        (stats.token_calls, stats.clear_quota_calls, stats.quota_clears),
+        (3, 2, 2)
+    );
+}
+
+#[tokio::test]
+async fn automatic_clears_stop_at_the_monthly_budget_which_survives_a_restart() {
+    // WeChat allows one token call a day; we allow ourselves one clear a month.
+    // 20 s tokens: a report-driven refresh may follow another after 2 s.
+    let mut app = spawn(
+        emulator(20, 1),
+        Setup {
+            upstream: "clear_quota_monthly_budget = 1",
+            app: "auto_clear_quota = true",
+            ..Setup::default()
+        },
+    )
+    .await;
+    let first = app.token().await;
+    assert_eq!(app.stats().token_calls, 1);
+
+    // 45009, a clear, a retry that succeeds.
+    let (code, body) = app.invalidate(&first).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["refreshed"], true, "{body}");
+    let second = body["access_token"].as_str().expect("token").to_owned();
+    let stats = app.stats();
+    assert_eq!((stats.token_calls, stats.quota_clears), (3, 1));
+
+    // The next 45009 is a new incident, but the month's budget is spent: no clear.
+    until(Duration::from_secs(10), "a refresh after the cooldown", async || {
+        app.invalidate(&second).await;
+        app.stats().token_calls == 4
+    })
+    .await;
+    until(Duration::from_secs(5), "the failure is recorded", async || {
+        status(&app).await["last_error"]["wechat_errcode"] == 45009
+    })
+    .await;
+    assert_eq!(app.stats().clear_quota_calls, 1, "no clear past the budget");
+    let (code, refused) = app.post("/v1/apps/shop/quota/clear", Some(ADMIN_KEY), "").await;
+    assert_eq!((code, self::code(&refused)), (409, "clear_budget_used_up"), "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("upstream.clear_quota_monthly_budget")),
+        "{refused}"
+    );
+
+    app.restart().await;
+    assert_eq!(status(&app).await["quota"]["clears_this_month"], 1);
+    let (code, refused) = app.post("/v1/apps/shop/quota/clear", Some(ADMIN_KEY), "").await;
+    assert_eq!((code, self::code(&refused)), (409, "clear_budget_used_up"), "{refused}");
+    assert_eq!(app.stats().clear_quota_calls, 1);
+}
+
+#[tokio::test]
+async fn the_status_shows_wechats_figures_asked_for_at_most_once_an_hour() {
+    // A test account's limit: 100 calls a day. The default budget is 80% of it.
+    let app = spawn(emulator(7200, 100), Setup::default()).await;
+    app.token().await;
+    let (code, _) = app.get("/v1/apps", Some(KEY)).await;
+    assert_eq!(code, 200);
+    assert_eq!(app.stats().quota_get_calls, 0, "a listing asks WeChat nothing");
+
+    let first = status(&app).await;
+    let wechat = &first["quota"]["wechat"];
+    assert_eq!(
+        (&wechat["daily_limit"], &wechat["used"], &wechat["remain"]),
+        (&Value::from(100), &Value::from(1), &Value::from(99)),
+        "{first}"
+    );
+    assert!(wechat["fetched_at"].as_u64().is_some(), "{first}");
+    assert_eq!(first["quota"]["budget"], 80, "80% of WeChat's own limit: {first}");
+    assert_eq!(first["upstream_calls_by_api"]["quota_get"], 1, "{first}");
+
+    let second = status(&app).await;
+    assert_eq!(second["quota"]["wechat"], first["quota"]["wechat"]);
+    assert_eq!(app.stats().quota_get_calls, 1, "asked once within the hour");
+}
+
+#[tokio::test]
+async fn wxtoken_quota_clear_clears_through_a_running_server() {
+    let app = spawn(emulator(7200, 2000), Setup::default()).await;
+    app.token().await;
+    let out = Command::new(BIN)
+        .args(["quota", "clear", "shop", "--server", &app.base, "--key", ADMIN_KEY])
+        .output()
+        .await
+        .expect("quota clear");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "cleared the daily quota of shop: 1 of 10 clears used this month"
+    );
+    assert_eq!(app.stats().quota_clears, 1);
+
+    let out = Command::new(BIN)
+        .args(["quota", "clear", "shop", "--server", &app.base, "--key", READER_KEY])
+        .output()
+        .await
+        .expect("quota clear");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("HTTP 403 Forbidden forbidden"), "{stderr}");
+    assert_eq!(app.stats().clear_quota_calls, 1);
+}
