@@ -112,8 +112,18 @@ async fn past_the_daily_budget_nothing_is_fetched_until_the_token_is_in_its_last
     assert_eq!(app.stats().token_calls, 1);
     let quota = &status(&app).await["quota"];
     assert_eq!(
-        (&quota["api"], &quota["budget"], &quota["used"], &quota["guarded"]),
-        (&Value::from("token"), &Value::from(1), &Value::from(1), &Value::from(true)),
+        (
+            &quota["api"],
+            &quota["budget"],
+            &quota["used"],
+            &quota["guarded"]
+        ),
+        (
+            &Value::from("token"),
+            &Value::from(1),
+            &Value::from(1),
+            &Value::from(true)
+        ),
         "{quota}"
     );
 
@@ -126,9 +136,11 @@ async fn past_the_daily_budget_nothing_is_fetched_until_the_token_is_in_its_last
 
     // The proactive refresh waits for the last stretch, then happens: the token
     // never lapses.
-    until(Duration::from_secs(25), "the last-stretch refresh", async || {
-        app.stats().token_calls == 2
-    })
+    until(
+        Duration::from_secs(25),
+        "the last-stretch refresh",
+        async || app.stats().token_calls == 2,
+    )
     .await;
     let after = status(&app).await;
     let fetched_at = after["token"]["fetched_at"].as_u64().expect("fetched_at");
@@ -154,13 +166,19 @@ async fn an_automatic_clear_happens_once_per_incident_and_a_manual_one_still_wor
         },
     )
     .await;
-    until(Duration::from_secs(5), "the first incident settles", async || {
-        status(&app).await["consecutive_failures"] == 1
-    })
+    until(
+        Duration::from_secs(5),
+        "the first incident settles",
+        async || status(&app).await["consecutive_failures"] == 1,
+    )
     .await;
     let stats = app.stats();
     assert_eq!(
-        (stats.token_calls, stats.clear_quota_calls, stats.quota_clears),
+        (
+            stats.token_calls,
+            stats.clear_quota_calls,
+            stats.quota_clears
+        ),
         (2, 1, 1),
         "45009, one clear, one retry"
     );
@@ -170,22 +188,32 @@ async fn an_automatic_clear_happens_once_per_incident_and_a_manual_one_still_wor
     assert_eq!(body["quota"]["clears_this_month"], 1, "{body}");
 
     // Only an admin may clear by hand.
-    let (code, denied) = app.post("/v1/apps/shop/quota/clear", Some(READER_KEY), "").await;
+    let (code, denied) = app
+        .post("/v1/apps/shop/quota/clear", Some(READER_KEY), "")
+        .await;
     assert_eq!((code, self::code(&denied)), (403, "forbidden"), "{denied}");
-    let (code, cleared) = app.post("/v1/apps/shop/quota/clear", Some(ADMIN_KEY), "").await;
+    let (code, cleared) = app
+        .post("/v1/apps/shop/quota/clear", Some(ADMIN_KEY), "")
+        .await;
     assert_eq!(code, 200, "{cleared}");
     assert_eq!(cleared["id"], "shop");
     assert_eq!(cleared["quota"]["clears_this_month"], 2, "{cleared}");
 
     // The clear wakes the driver: it fetches at once, meets 45009 again, and makes no
     // second automatic clear in the same incident.
-    until(Duration::from_secs(5), "the retry after the manual clear", async || {
-        status(&app).await["consecutive_failures"] == 2
-    })
+    until(
+        Duration::from_secs(5),
+        "the retry after the manual clear",
+        async || status(&app).await["consecutive_failures"] == 2,
+    )
     .await;
     let stats = app.stats();
     assert_eq!(
-        (stats.token_calls, stats.clear_quota_calls, stats.quota_clears),
+        (
+            stats.token_calls,
+            stats.clear_quota_calls,
+            stats.quota_clears
+        ),
         (3, 2, 2)
     );
 }
@@ -215,18 +243,30 @@ async fn automatic_clears_stop_at_the_monthly_budget_which_survives_a_restart() 
     assert_eq!((stats.token_calls, stats.quota_clears), (3, 1));
 
     // The next 45009 is a new incident, but the month's budget is spent: no clear.
-    until(Duration::from_secs(10), "a refresh after the cooldown", async || {
-        app.invalidate(&second).await;
-        app.stats().token_calls == 4
-    })
+    until(
+        Duration::from_secs(10),
+        "a refresh after the cooldown",
+        async || {
+            app.invalidate(&second).await;
+            app.stats().token_calls == 4
+        },
+    )
     .await;
-    until(Duration::from_secs(5), "the failure is recorded", async || {
-        status(&app).await["last_error"]["wechat_errcode"] == 45009
-    })
+    until(
+        Duration::from_secs(5),
+        "the failure is recorded",
+        async || status(&app).await["last_error"]["wechat_errcode"] == 45009,
+    )
     .await;
     assert_eq!(app.stats().clear_quota_calls, 1, "no clear past the budget");
-    let (code, refused) = app.post("/v1/apps/shop/quota/clear", Some(ADMIN_KEY), "").await;
-    assert_eq!((code, self::code(&refused)), (409, "clear_budget_used_up"), "{refused}");
+    let (code, refused) = app
+        .post("/v1/apps/shop/quota/clear", Some(ADMIN_KEY), "")
+        .await;
+    assert_eq!(
+        (code, self::code(&refused)),
+        (409, "clear_budget_used_up"),
+        "{refused}"
+    );
     assert!(
         refused["error"]["message"]
             .as_str()
@@ -236,8 +276,14 @@ async fn automatic_clears_stop_at_the_monthly_budget_which_survives_a_restart() 
 
     app.restart().await;
     assert_eq!(status(&app).await["quota"]["clears_this_month"], 1);
-    let (code, refused) = app.post("/v1/apps/shop/quota/clear", Some(ADMIN_KEY), "").await;
-    assert_eq!((code, self::code(&refused)), (409, "clear_budget_used_up"), "{refused}");
+    let (code, refused) = app
+        .post("/v1/apps/shop/quota/clear", Some(ADMIN_KEY), "")
+        .await;
+    assert_eq!(
+        (code, self::code(&refused)),
+        (409, "clear_budget_used_up"),
+        "{refused}"
+    );
     assert_eq!(app.stats().clear_quota_calls, 1);
 }
 
@@ -248,7 +294,11 @@ async fn the_status_shows_wechats_figures_asked_for_at_most_once_an_hour() {
     app.token().await;
     let (code, _) = app.get("/v1/apps", Some(KEY)).await;
     assert_eq!(code, 200);
-    assert_eq!(app.stats().quota_get_calls, 0, "a listing asks WeChat nothing");
+    assert_eq!(
+        app.stats().quota_get_calls,
+        0,
+        "a listing asks WeChat nothing"
+    );
 
     let first = status(&app).await;
     let wechat = &first["quota"]["wechat"];
@@ -258,7 +308,10 @@ async fn the_status_shows_wechats_figures_asked_for_at_most_once_an_hour() {
         "{first}"
     );
     assert!(wechat["fetched_at"].as_u64().is_some(), "{first}");
-    assert_eq!(first["quota"]["budget"], 80, "80% of WeChat's own limit: {first}");
+    assert_eq!(
+        first["quota"]["budget"], 80,
+        "80% of WeChat's own limit: {first}"
+    );
     assert_eq!(first["upstream_calls_by_api"]["quota_get"], 1, "{first}");
 
     let second = status(&app).await;
@@ -271,11 +324,17 @@ async fn wxtoken_quota_clear_clears_through_a_running_server() {
     let app = spawn(emulator(7200, 2000), Setup::default()).await;
     app.token().await;
     let out = Command::new(BIN)
-        .args(["quota", "clear", "shop", "--server", &app.base, "--key", ADMIN_KEY])
+        .args([
+            "quota", "clear", "shop", "--server", &app.base, "--key", ADMIN_KEY,
+        ])
         .output()
         .await
         .expect("quota clear");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "cleared the daily quota of shop: 1 of 10 clears used this month"
@@ -283,7 +342,9 @@ async fn wxtoken_quota_clear_clears_through_a_running_server() {
     assert_eq!(app.stats().quota_clears, 1);
 
     let out = Command::new(BIN)
-        .args(["quota", "clear", "shop", "--server", &app.base, "--key", READER_KEY])
+        .args([
+            "quota", "clear", "shop", "--server", &app.base, "--key", READER_KEY,
+        ])
         .output()
         .await
         .expect("quota clear");
