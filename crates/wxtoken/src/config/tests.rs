@@ -147,3 +147,63 @@ fn gateway_limits_have_defaults_and_bounds() {
         "never above the maximum"
     );
 }
+
+#[test]
+fn quota_settings_take_a_percent_or_a_count_and_name_the_key_when_wrong() {
+    let s = Settings::from_toml_with_env(MINIMAL, &no_env).expect("valid");
+    assert_eq!(s.keeper.quota.daily_budget, DailyBudget::Percent(80));
+    assert_eq!(s.keeper.quota.clear_quota_monthly_budget, 10);
+    assert!(s.apps[0].quota.daily_budget.is_none());
+    assert!(!s.apps[0].quota.auto_clear_quota, "clearing is opt-in");
+
+    let upstream = |line: &str| format!("[upstream]\n{line}\n{MINIMAL}");
+    let app = |line: &str| {
+        MINIMAL.replace(
+            "secret = \"s3cret\"",
+            &format!("secret = \"s3cret\"\n{line}"),
+        )
+    };
+    let s =
+        Settings::from_toml_with_env(&upstream("daily_budget = \"50%\""), &no_env).expect("valid");
+    assert_eq!(s.keeper.quota.daily_budget, DailyBudget::Percent(50));
+    let s = Settings::from_toml_with_env(
+        &app("daily_budget = 1500\nauto_clear_quota = true"),
+        &no_env,
+    )
+    .expect("valid");
+    assert_eq!(s.apps[0].quota.daily_budget, Some(DailyBudget::Calls(1500)));
+    assert!(s.apps[0].quota.auto_clear_quota);
+
+    for bad in ["\"0%\"", "\"101%\"", "\"80\"", "\"lots\"", "0", "-5"] {
+        let message = err(&upstream(&format!("daily_budget = {bad}")));
+        assert!(
+            message.contains("upstream.daily_budget"),
+            "{bad}: {message}"
+        );
+        let message = err(&app(&format!("daily_budget = {bad}")));
+        assert!(message.contains("apps[0].daily_budget"), "{bad}: {message}");
+    }
+    let message = err(&upstream("clear_quota_monthly_budget = 11"));
+    assert!(
+        message.contains("upstream.clear_quota_monthly_budget"),
+        "{message}"
+    );
+    assert!(message.contains("WeChat allows 10"), "{message}");
+    let wecom = r#"
+        [[apps]]
+        id = "hr"
+        kind = "wecom"
+        corpid = "ww0123456789abcdef"
+        agentid = 1000002
+        secret = "s"
+        auto_clear_quota = true
+    "#;
+    assert!(err(wecom).contains("apps[0].auto_clear_quota"));
+}
+
+#[test]
+fn a_percent_budget_needs_a_known_limit_and_a_count_does_not() {
+    assert_eq!(DailyBudget::Percent(80).calls(Some(2000)), Some(1600));
+    assert_eq!(DailyBudget::Percent(80).calls(None), None);
+    assert_eq!(DailyBudget::Calls(5).calls(None), Some(5));
+}

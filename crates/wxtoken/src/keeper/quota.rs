@@ -626,6 +626,44 @@ mod tests {
         // Stable window 300 s: the last stretch is its last 150 s of 7200.
         let next = status.next_refresh_in.expect("scheduled");
         assert!((7040..=7050).contains(&next), "next refresh in {next} s");
+
+        // A clear starts the count again: calls before it no longer count.
+        keeper.clear_quota("shop").await.expect("cleared");
+        let quota = keeper.status("shop").expect("status").quota.expect("quota");
+        assert_eq!(
+            (quota.used, quota.guarded, quota.clears_this_month),
+            (0, false, 1)
+        );
+        let (_, refreshed) = keeper.invalidate("shop", &second.value).await.expect("ok");
+        assert!(refreshed, "within the budget again");
+        assert_eq!(api.counts(), (3, 0, 1));
+        keeper.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn with_no_serveable_token_a_fetch_is_made_whatever_the_budget() {
+        let api = Arc::new(FakeApi::default());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(SqliteStore::open(&dir.path().join("t.db")).expect("store"));
+        // Today's calls, counted before a restart, are past the budget already.
+        store
+            .add_usage(wechat_day(unix_now_ms()), "shop".into(), "stable_token", 5)
+            .await
+            .expect("usage");
+        let quota = AppQuota {
+            daily_budget: Some(DailyBudget::Calls(1)),
+            auto_clear_quota: false,
+        };
+        let keeper = Keeper::start(&[app(quota)], KeeperSettings::default(), api.clone(), store)
+            .await
+            .expect("keeper starts");
+        let token = keeper.access_token("shop", None).await.expect("a token");
+        assert_eq!(token.value, "TOKEN1");
+        let quota = keeper.status("shop").expect("status").quota.expect("quota");
+        assert_eq!(
+            (quota.used, quota.budget, quota.guarded),
+            (6, Some(1), true)
+        );
         keeper.shutdown(Duration::from_secs(1)).await;
     }
 
