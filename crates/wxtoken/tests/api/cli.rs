@@ -90,9 +90,12 @@ async fn a_restarted_server_with_a_valid_stored_token_makes_no_upstream_call() {
         .expect("json");
     assert_eq!(status["token"]["generation"], 1);
     assert_eq!(
-        status["upstream_calls_today"], 1,
+        status["upstream_calls_by_api"]["stable_token"], 1,
         "the counter survived too"
     );
+    // The status asked WeChat for its quota figures, an upstream call of its own.
+    assert_eq!(status["upstream_calls_by_api"]["quota_get"], 1, "{status}");
+    assert_eq!(status["upstream_calls_today"], 2);
     logs.extend(stop(second).await);
 
     let all = logs.join("\n");
