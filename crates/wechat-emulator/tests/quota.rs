@@ -56,7 +56,10 @@ async fn quota_get_reports_the_apps_own_daily_counters() {
         "a WeCom token is no official token: {wecom}"
     );
 
-    assert_eq!(emulator.emulator.stats().app(APPID).quota_get_calls, 3);
+    let stats = emulator.emulator.stats();
+    assert_eq!(stats.app(APPID).quota_get_calls, 3);
+    let unknown = stats.app(wechat_emulator::UNKNOWN_APP);
+    assert_eq!(unknown.quota_get_calls, 3, "the dead, missing and WeCom tokens");
 }
 
 #[tokio::test]
@@ -150,6 +153,9 @@ async fn clear_quota_with_a_token_wants_the_tokens_own_appid() {
     assert_eq!(no_appid["errcode"], 41002, "{no_appid}");
     let ok = post(&emulator, &path, &format!(r#"{{"appid":"{APPID}"}}"#)).await;
     assert_eq!(ok["errcode"], 0, "{ok}");
-    let stats = emulator.emulator.stats().app(APPID);
-    assert_eq!((stats.clear_quota_calls, stats.quota_clears), (3, 1));
+    let stats = emulator.emulator.stats();
+    let app = stats.app(APPID);
+    assert_eq!((app.clear_quota_calls, app.quota_clears), (3, 1));
+    let unknown = stats.app(wechat_emulator::UNKNOWN_APP);
+    assert_eq!(unknown.clear_quota_calls, 1, "the dead token");
 }

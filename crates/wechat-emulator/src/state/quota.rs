@@ -66,11 +66,12 @@ impl State {
         now: Instant,
         today: u64,
     ) -> Result<Quota, WxError> {
-        let appid = self.official_owner(token, now)?;
-        let app = self
-            .apps
-            .get_mut(&appid)
-            .ok_or(WxError::INVALID_CREDENTIAL)?;
+        let owner = self.official_owner(token, now);
+        let Some(app) = owner.as_ref().ok().and_then(|o| self.apps.get_mut(o)) else {
+            // A call with no valid token of an app is counted all the same.
+            self.unknown.quota_get_calls += 1;
+            return Err(owner.err().unwrap_or(WxError::INVALID_CREDENTIAL));
+        };
         app.stats.quota_get_calls += 1;
         let daily = app.daily(today);
         let (used, daily_limit) = match cgi_path {
@@ -100,8 +101,9 @@ impl State {
         let appid = match *auth {
             ClearAuth::Token { token, appid } => {
                 let owner = self.official_owner(token, now);
-                if let Some(app) = owner.as_ref().ok().and_then(|o| self.apps.get_mut(o)) {
-                    app.stats.clear_quota_calls += 1;
+                match owner.as_ref().ok().and_then(|o| self.apps.get_mut(o)) {
+                    Some(app) => app.stats.clear_quota_calls += 1,
+                    None => self.unknown.clear_quota_calls += 1,
                 }
                 let owner = owner?;
                 let appid = appid

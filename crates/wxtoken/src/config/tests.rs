@@ -174,6 +174,8 @@ fn quota_settings_take_a_percent_or_a_count_and_name_the_key_when_wrong() {
     assert_eq!(s.apps[0].quota.daily_budget, Some(DailyBudget::Calls(1500)));
     assert!(s.apps[0].quota.auto_clear_quota);
 
+    let message = err(&upstream("daily_budget = 0.8"));
+    assert!(message.contains("daily_budget"), "{message}");
     for bad in ["\"0%\"", "\"101%\"", "\"80\"", "\"lots\"", "0", "-5"] {
         let message = err(&upstream(&format!("daily_budget = {bad}")));
         assert!(

@@ -22,11 +22,18 @@ pub async fn list(
     caller: Caller,
 ) -> Result<Json<AppList>, ApiError> {
     caller.require(Scope::Read)?;
-    let apps = state
+    let ids: Vec<&String> = state
         .keeper
         .app_ids()
         .iter()
         .filter(|id| caller.0.apps.allows(id))
+        .collect();
+    for id in &ids {
+        // The month's clears (a store read once a month); WeChat is not asked here.
+        state.keeper.load_quota_counts(id).await;
+    }
+    let apps = ids
+        .into_iter()
         .filter_map(|id| state.keeper.status(id))
         .collect();
     Ok(Json(AppList { apps }))

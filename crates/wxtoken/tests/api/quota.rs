@@ -275,6 +275,12 @@ async fn automatic_clears_stop_at_the_monthly_budget_which_survives_a_restart() 
     );
 
     app.restart().await;
+    let (code, listing) = app.get("/v1/apps", Some(KEY)).await;
+    assert_eq!(code, 200, "{listing}");
+    assert_eq!(
+        listing["apps"][0]["quota"]["clears_this_month"], 1,
+        "{listing}"
+    );
     assert_eq!(status(&app).await["quota"]["clears_this_month"], 1);
     let (code, refused) = app
         .post("/v1/apps/shop/quota/clear", Some(ADMIN_KEY), "")
