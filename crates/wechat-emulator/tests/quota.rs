@@ -59,7 +59,10 @@ async fn quota_get_reports_the_apps_own_daily_counters() {
     let stats = emulator.emulator.stats();
     assert_eq!(stats.app(APPID).quota_get_calls, 3);
     let unknown = stats.app(wechat_emulator::UNKNOWN_APP);
-    assert_eq!(unknown.quota_get_calls, 3, "the dead, missing and WeCom tokens");
+    assert_eq!(
+        unknown.quota_get_calls, 3,
+        "the dead, missing and WeCom tokens"
+    );
 }
 
 #[tokio::test]

@@ -317,6 +317,8 @@ async fn refresh(
     seen: Option<Arc<Token>>,
 ) -> Result<(), Arc<Failure>> {
     let result = match ctx.store.coordination() {
+        // Other instances' calls count against the budget too.
+        Some(_) if quota::guards_fleet(slot, ctx).await => Ok(()),
         Some(coordination) => shared::refresh(slot, ctx, coordination, invalidating, seen).await,
         None => fetch(slot, ctx, invalidating, true).await,
     };

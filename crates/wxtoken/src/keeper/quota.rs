@@ -9,7 +9,8 @@
 //! stretch*: the second half of the refresh-ahead window (stable mode: of the stable
 //! window), which is still inside WeChat's renewal window. A guarded refresh is moved to
 //! the start of the last stretch, so each value costs one call, made just before it
-//! would lapse. With no serveable value at all, a fetch is always made.
+//! would lapse. With no serveable value at all, a fetch is always made. With a shared
+//! store the count is the fleet's, read from the store before each refresh.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -114,6 +115,9 @@ struct AppQuotaState {
     cleared_at: Option<(String, u64)>,
     /// An automatic clear was made since the last successful fetch: one per incident.
     auto_cleared: bool,
+    /// With a shared store: `(day, calls)` of the token API by the whole fleet, as last
+    /// read from the store before a refresh.
+    fleet_calls: Option<(String, u64)>,
 }
 
 /// Every app's quota state.
@@ -166,13 +170,16 @@ fn usage(slot: &Slot, ctx: &Ctx, now_ms: u64) -> (u64, Option<u64>) {
         .daily_budget
         .unwrap_or(ctx.settings.quota.daily_budget)
         .calls(limit);
-    let calls = slot.health().calls_today(api, now_ms);
+    let own = slot.health().calls_today(api, now_ms);
     let today = wechat_day(now_ms);
-    let base = ctx.quota.with(&slot.app.id, |s| match &s.cleared_at {
-        Some((day, base)) if *day == today => *base,
-        _ => 0,
+    let (base, fleet) = ctx.quota.with(&slot.app.id, |s| {
+        let today_only = |v: &Option<(String, u64)>| match v {
+            Some((day, n)) if *day == today => *n,
+            _ => 0,
+        };
+        (today_only(&s.cleared_at), today_only(&s.fleet_calls))
     });
-    (calls.saturating_sub(base), budget)
+    (own.max(fleet).saturating_sub(base), budget)
 }
 
 /// How long before expiry the last stretch starts: half the refresh-ahead window.
@@ -217,6 +224,29 @@ pub(super) fn guards(slot: &Slot, ctx: &Ctx) -> bool {
     );
     metrics::counter!("wxtoken_quota_guarded_total", "app" => slot.key.app.clone()).increment(1);
     true
+}
+
+/// As [`guards`], with a shared store: first reads the fleet's calls of the token API
+/// today (every instance counts its calls in the store), so that an instance that has
+/// made few calls itself still keeps to the app's budget. A store that does not answer
+/// leaves this instance's own count.
+pub(super) async fn guards_fleet(slot: &Slot, ctx: &Ctx) -> bool {
+    if slot.of_authorizer() || slot.key.kind != crate::credential::CredentialKind::AccessToken {
+        return false;
+    }
+    let today = wechat_day(unix_now_ms());
+    let api = token_api(&slot.app);
+    match ctx.store.usage(today.clone(), slot.app.id.clone()).await {
+        Ok(rows) => {
+            let calls = rows.iter().filter(|r| r.api == api).map(|r| r.calls).sum();
+            ctx.quota
+                .with(&slot.app.id, |s| s.fleet_calls = Some((today, calls)));
+        }
+        Err(e) => {
+            warn!(app = %slot.app.id, error = %e, "could not read the fleet's calls; the budget counts this instance's")
+        }
+    }
+    guards(slot, ctx)
 }
 
 /// After a fetch failed with 45009: with `auto_clear_quota`, one clear per incident

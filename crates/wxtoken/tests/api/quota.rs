@@ -6,10 +6,15 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tokio::net::TcpListener;
 use tokio::process::Command;
+use tokio::sync::oneshot;
 use wechat_emulator::{AppCredentials, Config as EmulatorConfig};
+use wxtoken::{Server, Settings};
 
+use crate::fleet::fleet_config;
 use crate::helpers::*;
+use crate::redis_server::RedisServer;
 
 /// Has `read` and `admin` on every app.
 const ADMIN_KEY: &str = "wxt_test_key_admin_quota";
@@ -358,4 +363,121 @@ async fn wxtoken_quota_clear_clears_through_a_running_server() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("HTTP 403 Forbidden forbidden"), "{stderr}");
     assert_eq!(app.stats().clear_quota_calls, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_redis_keep_to_one_budget_for_the_fleet() {
+    let redis = RedisServer::start().await;
+    let emulator = wechat_emulator::spawn(emulator(7200, 2000))
+        .await
+        .expect("emulator");
+    let toml = fleet_config("classic", &emulator.base_url(), &redis.url(), 2000, "")
+        .replace(
+            "mode = \"classic\"\n",
+            "mode = \"classic\"\ndaily_budget = 2\n",
+        )
+        .replace(
+            "[upstream]\n",
+            "[upstream]\nclear_quota_monthly_budget = 1\n",
+        )
+        + &format!(
+            "[[clients]]\nname = \"ops\"\nkey = \"{ADMIN_KEY}\"\napps = [\"*\"]\nscopes = [\"read\", \"admin\"]\n"
+        );
+    let settings = Settings::from_toml(&toml).expect("valid");
+    let http = reqwest::Client::new();
+    let token_calls = || emulator.emulator.stats().app(APPID).token_calls;
+    let get_token = async |base: &str| -> String {
+        let body: Value = http
+            .get(format!("{base}/v1/apps/shop/access_token"))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json");
+        body["access_token"].as_str().expect("token").to_owned()
+    };
+    let report = async |base: &str, token: &str| -> Value {
+        http.post(format!("{base}/v1/apps/shop/access_token/invalidate"))
+            .bearer_auth(KEY)
+            .json(&serde_json::json!({ "access_token": token }))
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json")
+    };
+    let mut bases = Vec::new();
+    let mut stops = Vec::new();
+    for _ in 0..2 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let server = Server::build(&settings, listener).await.expect("builds");
+        let base = format!("http://{}", server.local_addr().expect("addr"));
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(server.run(async {
+            let _ = rx.await;
+        }));
+        stops.push(tx);
+        get_token(&base).await;
+        bases.push(base);
+    }
+    let (a, b) = (&bases[0], &bases[1]);
+    assert_eq!(token_calls(), 1, "one fetch for the fleet");
+
+    // A report to A: the fleet's second call, the budget. A counts two calls; B, which
+    // started after the first, has counted at most that one.
+    let first = get_token(a).await;
+    let body = report(a, &first).await;
+    assert_eq!(body["refreshed"], true, "{body}");
+    let second = body["access_token"].as_str().expect("token").to_owned();
+    assert_eq!(token_calls(), 2);
+    until(
+        Duration::from_secs(5),
+        "B follows A's new token",
+        async || get_token(b).await == second,
+    )
+    .await;
+
+    // B's own count is under the budget; the fleet's is not: B fetches nothing.
+    let body = report(b, &second).await;
+    assert_eq!(body["refreshed"], false, "{body}");
+    assert_eq!(body["access_token"], second.as_str(), "{body}");
+    assert_eq!(token_calls(), 2, "no fetch past the fleet's budget");
+
+    // One clear a month for the fleet: B, which read the month's clears before A's
+    // clear, is refused by the count in Redis.
+    let clear = async |base: &str| -> (u16, Value) {
+        let response = http
+            .post(format!("{base}/v1/apps/shop/quota/clear"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .expect("sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("json"))
+    };
+    let listing: Value = http
+        .get(format!("{b}/v1/apps"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        listing["apps"][0]["quota"]["clears_this_month"], 0,
+        "{listing}"
+    );
+    let (code, body) = clear(a).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = clear(b).await;
+    assert_eq!(
+        (code, self::code(&body)),
+        (409, "clear_budget_used_up"),
+        "{body}"
+    );
+    assert_eq!(emulator.emulator.stats().app(APPID).clear_quota_calls, 1);
 }
