@@ -481,3 +481,25 @@ async fn instances_sharing_redis_keep_to_one_budget_for_the_fleet() {
     );
     assert_eq!(emulator.emulator.stats().app(APPID).clear_quota_calls, 1);
 }
+
+#[tokio::test]
+async fn a_clear_wechat_refuses_is_a_502_with_its_errcode_and_uses_no_clear() {
+    // WeChat's own monthly clears are spent (say, in its console): 48006.
+    let app = spawn(
+        EmulatorConfig {
+            clear_quota_monthly: 0,
+            ..emulator(7200, 2000)
+        },
+        Setup::default(),
+    )
+    .await;
+    app.token().await;
+    let (code, body) = app
+        .post("/v1/apps/shop/quota/clear", Some(ADMIN_KEY), "")
+        .await;
+    assert_eq!((code, self::code(&body)), (502, "upstream_error"), "{body}");
+    assert_eq!(body["error"]["wechat_errcode"], 48006, "{body}");
+    assert_eq!(status(&app).await["quota"]["clears_this_month"], 0);
+    let stats = app.stats();
+    assert_eq!((stats.clear_quota_calls, stats.quota_clears), (1, 0));
+}
