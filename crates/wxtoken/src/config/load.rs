@@ -38,6 +38,7 @@ struct RawSettings {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<String>,
+    master_key_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -107,6 +108,48 @@ struct RawClient {
     scopes: Option<Vec<String>>,
 }
 
+/// An app entry from the admin API (`PUT /v1/apps/{app}`): the fields of an `[[apps]]`
+/// entry as a JSON object, without `id` (it is the URL's) and with no `${VAR}`
+/// expansion. Errors name the JSON field.
+pub fn app_from_json(id: &str, body: &serde_json::Value) -> Result<AppSettings, ConfigError> {
+    let mut raw: RawApp = serde_json::from_value(body.clone()).map_err(|e| {
+        let message = e.to_string();
+        // serde names the field in its message (`unknown field `x`, expected ...`).
+        ConfigError::Invalid {
+            key: "body".to_owned(),
+            message,
+        }
+    })?;
+    match raw.id.as_deref() {
+        Some(given) if given != id => {
+            return Err(invalid(
+                "id",
+                format!("`{given}` differs from the URL's `{id}`"),
+            ));
+        }
+        _ => raw.id = Some(id.to_owned()),
+    }
+    validate_app("", raw, &|_, value| Ok(value.to_owned()))
+}
+
+/// A client added at runtime (`POST /v1/clients`), from its stored digest. Apps it
+/// names need not exist (an app may be added later, or removed since).
+pub fn runtime_client(
+    name: &str,
+    key_sha256: &str,
+    apps: Vec<String>,
+    scopes: Vec<String>,
+) -> Result<ClientSettings, ConfigError> {
+    let raw = RawClient {
+        name: Some(name.to_owned()),
+        key: None,
+        key_sha256: Some(key_sha256.to_owned()),
+        apps: Some(apps),
+        scopes: Some(scopes),
+    };
+    validate_client("", raw, None, &|_, value| Ok(value.to_owned()))
+}
+
 impl Settings {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -151,7 +194,7 @@ impl Settings {
         let mut seen = HashSet::new();
         let mut wecom_agents = HashSet::new();
         for (i, app) in raw.apps.into_iter().enumerate() {
-            let app = validate_app(i, app, &expand)?;
+            let app = validate_app(&format!("apps[{i}]."), app, &expand)?;
             if let Some(agentid) = app.agentid() {
                 if !wecom_agents.insert((app.appid.clone(), agentid)) {
                     return Err(invalid(
@@ -173,7 +216,7 @@ impl Settings {
         let mut names = HashSet::new();
         let mut digests = HashSet::new();
         for (i, client) in raw.clients.into_iter().enumerate() {
-            let client = validate_client(i, client, &seen, &expand)?;
+            let client = validate_client(&format!("clients[{i}]."), client, Some(&seen), &expand)?;
             if !names.insert(client.name.clone()) {
                 return Err(invalid(
                     format!("clients[{i}].name"),
@@ -190,7 +233,16 @@ impl Settings {
         }
 
         Ok(Settings {
-            server: ServerSettings { listen },
+            server: ServerSettings {
+                listen,
+                master_key_file: raw
+                    .server
+                    .master_key_file
+                    .as_deref()
+                    .map(|p| expand_env("server.master_key_file", p, env))
+                    .transpose()?
+                    .map(PathBuf::from),
+            },
             store,
             upstream,
             keeper,
@@ -408,11 +460,11 @@ fn keeper_settings(raw: &RawKeeper, store: &RawStore) -> Result<KeeperSettings, 
 }
 
 fn validate_app(
-    i: usize,
+    prefix: &str,
     raw: RawApp,
     expand: &dyn Fn(&str, &str) -> Result<String, ConfigError>,
 ) -> Result<AppSettings, ConfigError> {
-    let key = |field: &str| format!("apps[{i}].{field}");
+    let key = |field: &str| format!("{prefix}{field}");
     let id = raw.id.ok_or_else(|| invalid(key("id"), "is required"))?;
     if !is_identifier(&id) {
         return Err(invalid(
@@ -560,12 +612,12 @@ fn validate_app(
 }
 
 fn validate_client(
-    i: usize,
+    prefix: &str,
     raw: RawClient,
-    app_ids: &HashSet<String>,
+    app_ids: Option<&HashSet<String>>,
     expand: &dyn Fn(&str, &str) -> Result<String, ConfigError>,
 ) -> Result<ClientSettings, ConfigError> {
-    let key = |field: &str| format!("clients[{i}].{field}");
+    let key = |field: &str| format!("{prefix}{field}");
     let name = raw
         .name
         .ok_or_else(|| invalid(key("name"), "is required"))?;
@@ -609,13 +661,14 @@ fn validate_client(
     let apps = if apps.iter().any(|a| a == "*") {
         AppGrant::All
     } else {
-        for app in &apps {
-            if !app_ids.contains(app) {
-                return Err(invalid(
-                    key("apps"),
-                    format!("`{app}` is not a configured app id"),
-                ));
-            }
+        for app in apps
+            .iter()
+            .filter(|app| app_ids.is_some_and(|ids| !ids.contains(*app)))
+        {
+            return Err(invalid(
+                key("apps"),
+                format!("`{app}` is not a configured app id"),
+            ));
         }
         AppGrant::Only(apps)
     };

@@ -55,6 +55,9 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
+    /// Where the master key (64 hex characters) is read from, unless
+    /// `WXTOKEN_MASTER_KEY` is set.
+    pub master_key_file: Option<PathBuf>,
 }
 
 /// Where durable state lives.
@@ -327,5 +330,6 @@ pub fn key_digest(key: &str) -> [u8; 32] {
 }
 
 mod load;
+pub use load::{app_from_json, runtime_client};
 #[cfg(test)]
 mod tests;

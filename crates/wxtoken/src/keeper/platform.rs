@@ -765,21 +765,31 @@ pub(super) async fn load(platform: &Platform, ctx: &Ctx) -> Result<usize, StoreE
 }
 
 impl Keeper {
-    pub(super) fn platform(&self, app: &str) -> Result<&Arc<Platform>, KeeperError> {
-        match self.inner.platforms.get(app) {
-            Some(platform) => Ok(platform),
-            None if self.has_app(app) => Err(KeeperError::NotAComponent(app.to_owned())),
+    pub(super) fn platform(&self, app: &str) -> Result<Arc<Platform>, KeeperError> {
+        match self.entry(app) {
+            Some(entry) => entry
+                .platform
+                .clone()
+                .ok_or_else(|| KeeperError::NotAComponent(app.to_owned())),
             None => Err(KeeperError::UnknownApp(app.to_owned())),
         }
     }
 
-    /// Starts the driver of a slot created after start.
+    /// Every component's platform, with its app id.
+    fn platforms(&self) -> Vec<(String, Arc<Platform>)> {
+        self.apps()
+            .iter()
+            .filter_map(|app| Some((app.id.clone(), self.entry(&app.id)?.platform.clone()?)))
+            .collect()
+    }
+
+    /// Starts the driver of a slot created after start; it stops with its component.
     fn spawn_driver(&self, slot: Arc<Slot>) {
-        let handle = tokio::spawn(driver::supervise(
-            slot,
-            self.inner.ctx.clone(),
-            self.inner.shutdown.subscribe(),
-        ));
+        let stop = match &slot.authorizer {
+            Some(link) => link.parking.shutdown.clone(),
+            None => self.inner.shutdown.subscribe(),
+        };
+        let handle = tokio::spawn(driver::supervise(slot, self.inner.ctx.clone(), stop));
         self.inner
             .drivers
             .lock()
@@ -852,7 +862,7 @@ impl Keeper {
         &self,
         app: &str,
         appid: &str,
-    ) -> Result<(&Arc<Platform>, Arc<Authorizer>), KeeperError> {
+    ) -> Result<(Arc<Platform>, Arc<Authorizer>), KeeperError> {
         let platform = self.platform(app)?;
         if let Some(found) = platform.get(appid) {
             return Ok((platform, found));
@@ -872,10 +882,8 @@ impl Keeper {
             .await
             .map_err(unreadable)?
             .ok_or_else(unknown)?;
-        Ok((
-            platform,
-            self.take_stored_authorizer(platform, stored).await,
-        ))
+        let authorizer = self.take_stored_authorizer(&platform, stored).await;
+        Ok((platform, authorizer))
     }
 
     /// The component's token, for a call made with it (never paced).
@@ -941,7 +949,7 @@ impl Keeper {
     ) -> Result<(String, u64), KeeperError> {
         let platform = self.platform(app)?;
         let component_appid = platform.token.app.appid.clone();
-        let answer = self.component_call(platform, Want::PreAuthCode).await?;
+        let answer = self.component_call(&platform, Want::PreAuthCode).await?;
         let ComponentAnswer::PreAuthCode(code) = answer else {
             return Err(unexpected("api_create_preauthcode"));
         };
@@ -987,7 +995,7 @@ impl Keeper {
         let answer = cell
             .get_or_init(|| {
                 first = true;
-                self.authorize_once(platform, authorization_code)
+                self.authorize_once(&platform, authorization_code)
             })
             .await
             .clone();
@@ -1281,17 +1289,17 @@ impl Keeper {
     }
 
     /// The authorizer (component id, its settings, its appid) whose token is `value`.
-    pub fn authorizer_issuer_of(&self, value: &str) -> Option<(&AppSettings, String, Issued)> {
-        self.inner.platforms.values().find_map(|platform| {
+    pub fn authorizer_issuer_of(&self, value: &str) -> Option<(Arc<AppSettings>, String, Issued)> {
+        self.platforms().into_iter().find_map(|(_, platform)| {
             let (authorizer, issued) = platform.issuer_of(value)?;
             let appid = authorizer.token.key.authorizer.clone()?;
-            Some((&*platform.token.app, appid, issued))
+            Some((platform.token.app.clone(), appid, issued))
         })
     }
 
     /// A component's counts and verify ticket, for its status.
     pub fn component_status(&self, app: &str) -> Option<ComponentStatus> {
-        let platform = self.inner.platforms.get(app)?;
+        let platform = self.entry(app)?.platform.clone()?;
         let created_at = platform.ticket_created_at.load(Ordering::Relaxed);
         Some(ComponentStatus {
             authorizers: platform.counts(),
@@ -1302,7 +1310,7 @@ impl Keeper {
     /// Sets the `wxtoken_authorizers{app,state}` gauges (one series per component and
     /// state, never per authorizer).
     pub fn export_authorizer_gauges(&self) {
-        for (id, platform) in &self.inner.platforms {
+        for (id, platform) in self.platforms() {
             let counts = platform.counts();
             for (state, n) in [
                 ("ok", counts.ok),
@@ -1415,7 +1423,7 @@ impl Keeper {
     /// A new verify ticket is in the store: a component waiting for one (or refused the
     /// last one) tries now.
     pub(super) fn verify_ticket_arrived(&self, component: &str) {
-        if let Some(platform) = self.inner.platforms.get(component) {
+        if let Ok(platform) = self.platform(component) {
             let slot = &platform.token;
             let refused = slot
                 .health()
@@ -1430,7 +1438,7 @@ impl Keeper {
 
     /// Takes a changed authorizer record another instance announced.
     pub(super) async fn authorizer_changed(&self, component: &str, appid: &str) {
-        let Some(platform) = self.inner.platforms.get(component) else {
+        let Ok(platform) = self.platform(component) else {
             return;
         };
         match self
@@ -1441,7 +1449,7 @@ impl Keeper {
             .await
         {
             Ok(Some(record)) => {
-                self.take_stored_authorizer(platform, record).await;
+                self.take_stored_authorizer(&platform, record).await;
             }
             Ok(None) => {}
             Err(e) => warn!(component, appid, error = %e, "could not read an announced authorizer"),
@@ -1458,7 +1466,7 @@ impl Keeper {
         let mut offset = 0;
         loop {
             let answer = self
-                .component_call(platform, Want::AuthorizerList { offset })
+                .component_call(&platform, Want::AuthorizerList { offset })
                 .await?;
             let ComponentAnswer::AuthorizerList { total_count, list } = answer else {
                 return Err(unexpected("api_get_authorizer_list"));
@@ -1510,7 +1518,7 @@ impl Keeper {
                 persist(ctx, app, record.clone()).await.map_err(|e| {
                     KeeperError::Unavailable(format!("could not store a refresh token: {e}"))
                 })?;
-                let (authorizer, _) = self.upsert_authorizer(platform, record, None);
+                let (authorizer, _) = self.upsert_authorizer(&platform, record, None);
                 authorizer.token.retry_now();
             }
             offset += got;

@@ -13,7 +13,6 @@
 //!   tokens and tickets may be refreshed alone (WeChat hands every caller the same stable
 //!   token), classic and WeCom tokens only if `store.classic_refresh_when_down` says so.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -26,7 +25,7 @@ use super::schedule;
 use super::slot::Slot;
 use super::{Ctx, Failure};
 use crate::config::TokenMode;
-use crate::credential::{CredentialKey, CredentialKind, Token, unix_now_ms};
+use crate::credential::{CredentialKind, Token, unix_now_ms};
 use crate::store::{Coordination, StoreError, Update};
 
 /// The store is taken for down (and credentials that may be refreshed alone are) only
@@ -272,27 +271,22 @@ async fn refresh_while_down(
 /// announced (and read from the store before each refresh), so 100,000 of them cost no
 /// periodic comparison.
 pub(super) async fn follow(
-    slots: Vec<Arc<Slot>>,
     keeper: Weak<super::Inner>,
     ctx: Arc<Ctx>,
     mut updates: broadcast::Receiver<Update>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let by_key: HashMap<CredentialKey, Arc<Slot>> =
-        slots.iter().map(|s| (s.key.clone(), s.clone())).collect();
     let keeper = || keeper.upgrade().map(|inner| super::Keeper { inner });
+    let slots = || keeper().map(|k| k.app_slots()).unwrap_or_default();
     let mut tick = tokio::time::interval(ctx.settings.shared.reconcile_every);
     tick.tick().await;
     loop {
         tokio::select! {
             update = updates.recv() => match update {
                 Ok(Update::Stored(key, generation)) => {
-                    let slot = match by_key.get(&key) {
-                        Some(slot) => Some(slot.clone()),
-                        None if key.authorizer.is_some() => keeper().and_then(|k| k.slot_of(&key)),
-                        None => None,
+                    let Some(slot) = keeper().and_then(|k| k.slot_of(&key)) else {
+                        continue;
                     };
-                    let Some(slot) = slot else { continue };
                     let local = slot.current.load().as_deref().map_or(0, |t| t.generation);
                     if generation >= local {
                         adopt_stored(&slot, &ctx).await;
@@ -309,11 +303,11 @@ pub(super) async fn follow(
                     }
                 }
                 Ok(Update::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    reconcile(&slots, &ctx).await;
+                    reconcile(&slots(), &ctx).await;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
-            _ = tick.tick() => reconcile(&slots, &ctx).await,
+            _ = tick.tick() => reconcile(&slots(), &ctx).await,
             _ = shutdown.changed() => return,
         }
     }
