@@ -661,10 +661,10 @@ fn validate_client(
     let apps = if apps.iter().any(|a| a == "*") {
         AppGrant::All
     } else {
-        for app in apps
+        let unknown = apps
             .iter()
-            .filter(|app| app_ids.is_some_and(|ids| !ids.contains(*app)))
-        {
+            .find(|app| app_ids.is_some_and(|ids| !ids.contains(*app)));
+        if let Some(app) = unknown {
             return Err(invalid(
                 key("apps"),
                 format!("`{app}` is not a configured app id"),

@@ -205,10 +205,16 @@ async fn apps_and_clients_are_managed_at_runtime_sealed_audited_and_kept_across_
     assert_eq!(status, 200, "{token}");
     let (status, _) = put("shop2", ADMIN_KEY, app2.clone()).await;
     assert_eq!(status, 200);
+    let mut rotated = app2.clone();
+    rotated["secret"] = json!("a-rotated-secret");
+    let (status, _) = put("shop2", ADMIN_KEY, rotated).await;
+    assert_eq!(status, 200);
+    let (status, _) = put("shop2", ADMIN_KEY, app2.clone()).await;
+    assert_eq!(status, 200);
     assert_eq!(
         emulator.emulator.stats().app(APPID2).upstream_token_calls(),
         1,
-        "an unchanged app keeps its token"
+        "an unchanged app, or one with a new secret, keeps its token"
     );
 
     // The secret is sealed in the file, bound to its app.
@@ -701,4 +707,107 @@ async fn sighup_reloads_the_config_file_and_keeps_the_running_one_when_it_is_bad
     })
     .await;
     server.child.kill().await.expect("killed");
+}
+
+/// Runs the `wxtoken` binary; returns its stdout, failing on a non-zero exit.
+fn cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(crate::helpers::BIN)
+        .args(args)
+        .env_remove("WXTOKEN_KEY")
+        .env_remove("WXTOKEN_SERVER")
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "wxtoken {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn the_cli_manages_apps_and_clients_of_a_running_server() {
+    let emulator = emulator().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("wxtoken.db");
+    let toml = config(
+        &emulator.base_url(),
+        &format!("path = \"{}\"", db.display()),
+        None,
+    );
+    let settings = Settings::from_toml(&toml).expect("valid");
+    let server = start(&settings).await;
+    let base = server.base.clone();
+    let remote = ["--server", base.as_str(), "--key", ADMIN_KEY];
+    let run = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend_from_slice(&remote);
+        let all: Vec<String> = all.into_iter().map(str::to_owned).collect();
+        tokio::task::spawn_blocking(move || {
+            cli(&all.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+    };
+    let added = run(&[
+        "apps", "add", "shop2", "--appid", APPID2, "--secret", SECRET2,
+    ])
+    .await
+    .expect("ran");
+    assert!(added.contains("app shop2"), "{added}");
+    let listed = run(&["apps", "list"]).await.expect("ran");
+    assert!(
+        listed.contains("shop2") && listed.contains("shop"),
+        "{listed}"
+    );
+    assert!(!listed.contains(SECRET2));
+    let created = run(&["clients", "add", "billing", "--app", "shop2"])
+        .await
+        .expect("ran");
+    let key = created
+        .lines()
+        .find(|l| l.starts_with("wxt_"))
+        .expect("a key line")
+        .to_owned();
+    let (status, _) = call(
+        reqwest::Method::GET,
+        format!("{base}/v1/apps/shop2/access_token"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let clients = run(&["clients", "list"]).await.expect("ran");
+    assert!(
+        clients.contains("billing") && !clients.contains(&key),
+        "{clients}"
+    );
+    run(&["clients", "revoke", "billing"]).await.expect("ran");
+    run(&["apps", "remove", "shop2"]).await.expect("ran");
+    let (status, _) = call(
+        reqwest::Method::GET,
+        format!("{base}/v1/apps/shop2/access_token"),
+        Some(KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    // A refusal is the server's error, in one line.
+    let args = [
+        "apps", "remove", "shop", "--server", &base, "--key", ADMIN_KEY,
+    ]
+    .map(str::to_owned);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(crate::helpers::BIN)
+            .args(args)
+            .output()
+            .expect("runs")
+    })
+    .await
+    .expect("ran");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("409") && stderr.contains("read_only"),
+        "{stderr}"
+    );
+    server.stop().await;
 }
