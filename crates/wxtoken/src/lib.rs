@@ -7,6 +7,7 @@
 //! keeper talks to [`wechat`] and [`store`].
 
 pub mod admin;
+pub mod alerts;
 pub mod config;
 pub mod credential;
 pub mod demo;

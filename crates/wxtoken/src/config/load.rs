@@ -10,9 +10,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{
-    AppGrant, AppKind, AppSettings, ClientSettings, ConfigError, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_REQUEST_TIMEOUT, GatewaySettings, KeeperSettings, MessageKeys, Scope, ServerSettings,
-    Settings, SharedSettings, StoreSettings, TokenMode, UpstreamSettings, invalid, key_digest,
+    AlertSettings, AppGrant, AppKind, AppSettings, ClientSettings, ConfigError,
+    DEFAULT_ALERTS_PER_MINUTE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, GatewaySettings,
+    HookFormat, HookSettings, KeeperSettings, MessageKeys, Scope, ServerSettings, Settings,
+    SharedSettings, StoreSettings, TokenMode, UpstreamSettings, invalid, key_digest,
 };
 
 #[derive(Deserialize, Default)]
@@ -32,6 +33,16 @@ struct RawSettings {
     apps: Vec<RawApp>,
     #[serde(default)]
     clients: Vec<RawClient>,
+    #[serde(default)]
+    alerts: Vec<RawAlert>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlert {
+    url: Option<String>,
+    format: Option<String>,
+    max_per_minute: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -74,6 +85,7 @@ struct RawKeeper {
     force_refresh_daily_budget: Option<u32>,
     force_refresh_min_interval_secs: Option<u64>,
     authorizer_refresh_per_sec: Option<u32>,
+    expiry_alert_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -186,7 +198,13 @@ impl Settings {
 
         let upstream = upstream_settings(&raw.upstream, &expand)?;
 
-        let keeper = keeper_settings(&raw.keeper, &raw.store)?;
+        let mut keeper = keeper_settings(&raw.keeper, &raw.store)?;
+        keeper.alerts.hooks = raw
+            .alerts
+            .into_iter()
+            .enumerate()
+            .map(|(i, hook)| validate_hook(&format!("alerts[{i}]."), hook, &expand))
+            .collect::<Result<_, _>>()?;
 
         let gateway = gateway_settings(&raw.gateway)?;
 
@@ -455,8 +473,54 @@ fn keeper_settings(raw: &RawKeeper, store: &RawStore) -> Result<KeeperSettings, 
                 .classic_refresh_when_down
                 .unwrap_or(defaults.shared.classic_refresh_when_down),
         },
+        alerts: AlertSettings {
+            hooks: Vec::new(),
+            expiry_alert: positive_secs(
+                "keeper.expiry_alert_secs",
+                raw.expiry_alert_secs,
+                defaults.alerts.expiry_alert,
+            )?,
+        },
     };
     Ok(keeper)
+}
+
+fn validate_hook(
+    prefix: &str,
+    raw: RawAlert,
+    expand: &dyn Fn(&str, &str) -> Result<String, ConfigError>,
+) -> Result<HookSettings, ConfigError> {
+    let key = |field: &str| format!("{prefix}{field}");
+    let url = raw.url.ok_or_else(|| invalid(key("url"), "is required"))?;
+    let url = expand(&key("url"), &url)?;
+    let ok = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
+    if !ok {
+        // The URL may carry a robot's key: the message does not repeat it.
+        return Err(invalid(key("url"), "is not an http(s) URL"));
+    }
+    let format = match raw.format.as_deref().unwrap_or("json") {
+        "json" => HookFormat::Json,
+        "wecom" => HookFormat::Wecom,
+        other => {
+            return Err(invalid(
+                key("format"),
+                format!("`{other}` is not one of json, wecom"),
+            ));
+        }
+    };
+    let max_per_minute = match raw.max_per_minute {
+        Some(0) => return Err(invalid(key("max_per_minute"), "must be greater than 0")),
+        Some(n) => n,
+        None => DEFAULT_ALERTS_PER_MINUTE,
+    };
+    Ok(HookSettings {
+        url,
+        format,
+        max_per_minute,
+    })
 }
 
 fn validate_app(

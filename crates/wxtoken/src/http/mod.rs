@@ -2,6 +2,7 @@
 //! to the keeper; auth runs first as an extractor.
 
 mod admin;
+mod alerts;
 mod apps;
 pub mod auth;
 pub mod error;
@@ -126,6 +127,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(admin::revoke_client),
         )
         .route("/v1/audit", get(admin::audit))
+        .route("/v1/alerts", get(alerts::list))
         .route("/v1/apps/{app}/access_token", get(tokens::access_token))
         .route(
             "/v1/apps/{app}/access_token/invalidate",

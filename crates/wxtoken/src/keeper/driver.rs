@@ -310,7 +310,29 @@ async fn refresh(
         Some(coordination) => shared::refresh(slot, ctx, coordination, invalidating, seen).await,
         None => fetch(slot, ctx, invalidating, true).await,
     };
-    result.map_err(|failure| record_failure(slot, failure))
+    result.map_err(|failure| {
+        let failure = record_failure(slot, failure);
+        alert_configuration(slot, ctx, &failure);
+        failure
+    })
+}
+
+/// WeChat refused the credential's configuration (a wrong appid or secret, an IP not
+/// whitelisted, a frozen secret): retrying will not help, a person must.
+fn alert_configuration(slot: &Slot, ctx: &Ctx, failure: &Failure) {
+    let Failure::Upstream(e) = failure else {
+        return;
+    };
+    let Some(errcode) = e.errcode.filter(|_| e.class == ErrorClass::Configuration) else {
+        return;
+    };
+    let credential = slot.key.to_string();
+    ctx.alerts.raise(
+        crate::alerts::credential_incident(&credential, "configuration_error"),
+        crate::alerts::AlertKind::ConfigurationError,
+        Some(&slot.key.app),
+        format!("{credential}: WeChat refuses the configuration (errcode {errcode}): {failure}"),
+    );
 }
 
 /// Fetches from WeChat and installs. `may_force`: whether a stable-mode force_refresh
@@ -768,6 +790,7 @@ pub(super) async fn install(
         health.refresh_at = Some(Instant::now() + delay);
     }
     slot.outcome.send_modify(|o| o.installs += 1);
+    ctx.alerts.resolve_credential(&slot.key.to_string());
     let kind = slot.key.kind.as_str();
     // One series per app, never per authorizer (a platform may have 100,000).
     if !slot.of_authorizer() {

@@ -7,6 +7,7 @@
 
 mod budget;
 mod driver;
+mod expiry;
 mod platform;
 pub mod schedule;
 mod shared;
@@ -205,6 +206,8 @@ pub(crate) struct Ctx {
     pub ticket_budget: TicketBudget,
     /// Whether the shared store has been failing long enough to be taken for down.
     pub store_health: shared::StoreHealth,
+    /// Incidents for the operators' webhooks; raising one never waits.
+    pub alerts: crate::alerts::Alerts,
 }
 
 /// One app's credentials.
@@ -360,6 +363,7 @@ impl Keeper {
         let ctx = Arc::new(Ctx {
             api,
             store,
+            alerts: crate::alerts::Alerts::start(&settings.alerts),
             settings,
             owner: hex::encode(owner),
             ticket_budget: TicketBudget::default(),
@@ -392,6 +396,10 @@ impl Keeper {
             keeper.spawn_app(&entry, slots);
         }
         keeper.spawn_task(prune_daily(
+            Arc::downgrade(&keeper.inner),
+            keeper.inner.shutdown.subscribe(),
+        ));
+        keeper.spawn_task(expiry::watch(
             Arc::downgrade(&keeper.inner),
             keeper.inner.shutdown.subscribe(),
         ));
@@ -548,6 +556,12 @@ impl Keeper {
             },
             Some(appid) => entry.platform.as_ref()?.slot_of(appid, key.kind),
         }
+    }
+
+    /// The incidents raised for the operators' webhooks (`GET /v1/alerts`; a quota
+    /// guard raises and resolves its own through it).
+    pub fn alerts(&self) -> &crate::alerts::Alerts {
+        &self.inner.ctx.alerts
     }
 
     /// The keeper's timing rules and budgets.

@@ -344,6 +344,23 @@ impl AuthorizerLink {
             record.version += 1;
             record.clone()
         };
+        let credential =
+            CredentialKey::of_authorizer(component, &*self.appid, CredentialKind::AccessToken)
+                .to_string();
+        let incident = crate::alerts::credential_incident(&credential, "needs_reauthorization");
+        if state == AuthorizerState::NeedsReauthorization {
+            ctx.alerts.raise(
+                incident,
+                crate::alerts::AlertKind::NeedsReauthorization,
+                Some(component),
+                format!(
+                    "authorizer {} of {component} must authorize again: WeChat refused its refresh token",
+                    self.appid
+                ),
+            );
+        } else {
+            ctx.alerts.resolve(&incident);
+        }
         if let Err(e) = persist(ctx, component, record).await {
             self.unsaved.store(true, Ordering::Relaxed);
             warn!(component, error = %e, "could not store an authorizer's new state");

@@ -92,11 +92,13 @@ pub(super) async fn refresh(
         match coordination.acquire_lease(&slot.key, &ctx.owner, ttl).await {
             Ok(true) => {
                 ctx.store_health.answered();
+                ctx.alerts.resolve(crate::alerts::STORE_INCIDENT);
                 return refresh_leased(slot, ctx, coordination, before.as_deref(), invalidating)
                     .await;
             }
             Ok(false) => {
                 ctx.store_health.answered();
+                ctx.alerts.resolve(crate::alerts::STORE_INCIDENT);
                 if wait_for_other(slot, ctx, before.as_deref(), invalidating.as_deref(), ttl).await
                 {
                     return Ok(());
@@ -113,6 +115,15 @@ pub(super) async fn refresh(
                         ttl.max(MIN_DOWN_WINDOW).as_secs_f32()
                     ))));
                 }
+                ctx.alerts.raise(
+                    crate::alerts::STORE_INCIDENT.to_owned(),
+                    crate::alerts::AlertKind::StoreUnreachable,
+                    None,
+                    format!(
+                        "the shared store has not answered for {}s: {error}",
+                        since.as_secs()
+                    ),
+                );
                 return refresh_while_down(slot, ctx, invalidating, &error).await;
             }
         }
