@@ -1,7 +1,7 @@
 //! The expiry watcher: a light task that looks over every app's credentials (never the
 //! authorizers': a platform may have 100,000) and raises an `expiring` incident for one
-//! that has less than `keeper.expiry_alert_secs` left (or no value) while its last
-//! refresh failed. A successful refresh resolves it (see `driver::install`); so does a
+//! that has less than `keeper.expiry_alert_secs` left (or no value, unless WeChat
+//! refused its configuration) while its last refresh failed. A successful refresh resolves it (see `driver::install`); so does a
 //! value adopted from another instance, on the next look.
 
 use std::sync::Weak;
@@ -13,6 +13,7 @@ use super::slot::Slot;
 use super::{Inner, Keeper};
 use crate::alerts::{AlertKind, Alerts, credential_incident};
 use crate::credential::unix_now_ms;
+use crate::wechat::ErrorClass;
 
 /// How often the watcher looks: a few seconds is nothing next to a 15-minute warning,
 /// and a look costs one lock per credential.
@@ -37,7 +38,10 @@ pub(super) async fn watch(keeper: Weak<Inner>, mut shutdown: watch::Receiver<boo
 
 /// Raises or resolves one credential's `expiring` incident.
 fn look(slot: &Slot, alerts: &Alerts, alert_below: Duration, now_ms: u64) {
-    let failures = slot.health().consecutive_failures;
+    let (failures, class) = {
+        let health = slot.health();
+        (health.consecutive_failures, health.backoff_class)
+    };
     let left_ms = slot
         .current
         .load()
@@ -51,6 +55,9 @@ fn look(slot: &Slot, alerts: &Alerts, alert_below: Duration, now_ms: u64) {
     }
     let summary = match left_ms {
         Some(ms) if ms >= alert_below.as_millis() as u64 => return,
+        // Never had a value because WeChat refuses the configuration: that incident
+        // (configuration_error) says it already.
+        Some(0) | None if class == Some(ErrorClass::Configuration) => return,
         Some(0) | None => {
             format!("{credential} has no valid value and its last {failures} refresh(es) failed")
         }

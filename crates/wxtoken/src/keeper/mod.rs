@@ -490,6 +490,9 @@ impl Keeper {
             order: apps.order.iter().filter(|id| *id != app).cloned().collect(),
         });
         let _ = previous.stop.send(true);
+        // Nothing is kept for it any more: its incidents (its authorizers' too) are over.
+        self.inner.ctx.alerts.resolve_prefix(&format!("{app}/"));
+        self.inner.ctx.alerts.resolve_prefix(&format!("{app}#"));
         if origin {
             self.bury(&previous.slots.token.app).await;
         }

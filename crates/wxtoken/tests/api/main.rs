@@ -2,6 +2,7 @@
 //! emulator standing in for WeChat. Assertions count upstream calls at the emulator.
 
 mod admin;
+mod alerts;
 mod bad_input;
 mod cli;
 mod cluster;
