@@ -14,9 +14,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use wechat_emulator::FailKind;
+use wechat_emulator::{Config as EmulatorConfig, FailKind};
 
+use crate::fleet::spawn_fleet_with;
 use crate::helpers::{KEY, OTHER_KEY, Options, READ_ONLY_KEY, TestApp, code, spawn_app_with};
+use crate::redis_server::RedisServer;
 
 const ADMIN_KEY: &str = "wxt_test_alerts_admin_key";
 /// An appid the emulator is told about in the tests that add it at runtime.
@@ -342,4 +344,41 @@ async fn more_incidents_than_the_rate_limit_are_not_all_sent_in_the_same_minute(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_store_down_is_alerted_and_resolved_when_it_answers_again() {
+    let (hook, url) = Hook::start(vec![]).await;
+    let mut redis = RedisServer::start().await;
+    // Four-second tokens renewed in their last second: refreshes keep coming.
+    let emulator = EmulatorConfig {
+        expires_in: 4,
+        overlap: Duration::from_secs(1),
+        ..EmulatorConfig::default()
+    };
+    let extra = format!("[keeper]\nstable_window_secs = 1\n[[alerts]]\nurl = \"{url}\"\n");
+    let fleet = spawn_fleet_with(1, "stable", &redis, emulator, "", &extra).await;
+    fleet.token(0).await;
+    redis.kill().await;
+    // (The token also runs short meanwhile: `expiring` incidents are not looked at.)
+    let about_store = || -> Vec<Value> {
+        hook.received()
+            .into_iter()
+            .filter(|b| b["kind"] == "store_unreachable")
+            .collect()
+    };
+    hook.until("the store alert", |_| !about_store().is_empty())
+        .await;
+    let received = about_store();
+    assert_eq!(received[0]["incident"], "store#unreachable");
+    assert_eq!(received[0]["kind"], "store_unreachable");
+    assert_eq!(received[0]["app"], Value::Null);
+    assert_eq!(received[0]["event"], "raised");
+    redis.restart().await;
+    hook.until("the resolution", |_| about_store().len() >= 2)
+        .await;
+    let received = about_store();
+    assert_eq!(received.len(), 2, "{received:#?}");
+    assert_eq!(received[1]["incident"], "store#unreachable");
+    assert_eq!(received[1]["event"], "resolved");
 }
