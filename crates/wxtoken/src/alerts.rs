@@ -646,6 +646,23 @@ mod tests {
         assert_eq!(alerts.view().recent.len(), RECENT);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_quota_incident_is_one_per_app_and_survives_a_refresh() {
+        let (post, seen) = fake(vec![]);
+        let alerts = start_with(20, post);
+        alerts.quota("shop", 1600, 2000);
+        alerts.quota("shop", 1700, 2000);
+        alerts.resolve_credential("shop/access_token");
+        assert!(alerts.is_open("shop#quota"));
+        alerts.quota_ok("shop");
+        until(|| seen.lock().unwrap().len() == 2).await;
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0].1.kind, AlertKind::Quota);
+        assert_eq!(seen[0].1.app.as_deref(), Some("shop"));
+        assert!(seen[0].1.summary.contains("1600 of its 2000"));
+        assert_eq!(seen[1].1.event, AlertEvent::Resolved);
+    }
+
     #[test]
     fn the_wecom_body_is_a_robot_markdown_message() {
         let event = Event {

@@ -1951,6 +1951,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_refused_refresh_token_is_alerted_and_authorizing_again_resolves_it() {
+        let (api, _dir, _store, keeper) = ready_keeper().await;
+        let code = api.authorize("wxmerchant0001");
+        keeper
+            .authorize("platform", &code)
+            .await
+            .expect("authorized");
+        api.state
+            .lock()
+            .expect("fake")
+            .refresh
+            .insert("wxmerchant0001".into(), "something else".into());
+        let token = keeper
+            .authorizer_token("platform", "wxmerchant0001", None)
+            .await
+            .expect("token");
+        keeper
+            .invalidate_authorizer("platform", "wxmerchant0001", &token.value)
+            .await
+            .expect_err("refused");
+        // An operator is told, once; authorizing again resolves it.
+        let incident = "platform/wxmerchant0001/access_token#needs_reauthorization";
+        let view = keeper.alerts().view();
+        assert_eq!(view.open.len(), 1, "{view:?}");
+        assert_eq!(view.open[0].incident, incident);
+        assert_eq!(
+            view.open[0].kind,
+            crate::alerts::AlertKind::NeedsReauthorization
+        );
+        assert_eq!(view.open[0].app.as_deref(), Some("platform"));
+        let code = api.authorize("wxmerchant0001");
+        keeper
+            .authorize("platform", &code)
+            .await
+            .expect("authorized again");
+        assert!(!keeper.alerts().is_open(incident));
+        let events: Vec<_> = keeper
+            .alerts()
+            .view()
+            .recent
+            .iter()
+            .map(|e| e.event)
+            .collect();
+        assert_eq!(
+            events,
+            [
+                crate::alerts::AlertEvent::Resolved,
+                crate::alerts::AlertEvent::Raised
+            ]
+        );
+        keeper.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
     async fn a_refused_refresh_token_marks_the_authorizer_and_unauthorized_stops_it() {
         let (api, _dir, store, keeper) = ready_keeper().await;
         for appid in ["wxmerchant0001", "wxmerchant0002"] {
@@ -1984,7 +2038,6 @@ mod tests {
             .expect("store")
             .expect("stored");
         assert_eq!(record.state, AuthorizerState::NeedsReauthorization);
-
         let unauthorized = push(
             "<xml><AppId>wxcomponent0000001</AppId><CreateTime>1700000000</CreateTime>\
              <InfoType>unauthorized</InfoType><AuthorizerAppid>wxmerchant0002</AuthorizerAppid></xml>",

@@ -223,6 +223,22 @@ async fn a_configuration_error_is_alerted_once_while_it_lasts_and_resolved_once(
     assert_eq!(body["open"].as_array().expect("open").len(), 1, "{body}");
     let (status, body) = app.get("/v1/alerts", None).await;
     assert_eq!((status, code(&body)), (401, "unauthenticated"));
+
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    for series in [
+        r#"wxtoken_alerts_total{kind="configuration_error",event="raised"}"#,
+        r#"wxtoken_alerts_total{kind="configuration_error",event="resolved"}"#,
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
 }
 
 #[tokio::test]
