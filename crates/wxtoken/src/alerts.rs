@@ -515,16 +515,19 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// What a fake hook received, and when.
+    type Seen = Arc<Mutex<Vec<(Instant, Arc<Event>)>>>;
+
     /// A hook that records what arrives when, answering from `answers` then Delivered.
-    fn fake(answers: Vec<Attempt>) -> (Post, Arc<Mutex<Vec<(Instant, Arc<Event>)>>>) {
+    fn fake(answers: Vec<Attempt>) -> (Post, Seen) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let answers = Arc::new(Mutex::new(VecDeque::from(answers)));
         let calls = seen.clone();
         let post: Post = Arc::new(move |event| {
-            calls.lock().unwrap().push((Instant::now(), event));
+            calls.lock().expect("lock").push((Instant::now(), event));
             let answer = answers
                 .lock()
-                .unwrap()
+                .expect("present")
                 .pop_front()
                 .unwrap_or(Attempt::Delivered);
             Box::pin(async move { answer })
@@ -542,9 +545,9 @@ mod tests {
         alerts.resolve("a#x");
         alerts.resolve("a#x");
         alerts.resolve("never#open");
-        until(|| seen.lock().unwrap().len() == 2).await;
+        until(|| seen.lock().expect("lock").len() == 2).await;
         tokio::time::sleep(Duration::from_secs(120)).await;
-        let seen = seen.lock().unwrap();
+        let seen = seen.lock().expect("lock");
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[0].1.event, AlertEvent::Raised);
         assert_eq!(seen[1].1.event, AlertEvent::Resolved);
@@ -564,7 +567,7 @@ mod tests {
         raise("shop/access_token2#expiring");
         raise("shop#quota");
         alerts.resolve_credential("shop/access_token");
-        until(|| seen.lock().unwrap().len() == 6).await;
+        until(|| seen.lock().expect("lock").len() == 6).await;
         let open: Vec<String> = alerts.view().open.into_iter().map(|o| o.incident).collect();
         assert_eq!(open.len(), 2);
         assert!(open.contains(&"shop/access_token2#expiring".to_owned()));
@@ -578,9 +581,9 @@ mod tests {
         let alerts = start_with(20, post);
         let began = Instant::now();
         alerts.raise("i".into(), AlertKind::Quota, None, "s".into());
-        until(|| seen.lock().unwrap().len() == 4).await;
+        until(|| seen.lock().expect("lock").len() == 4).await;
         tokio::time::sleep(Duration::from_secs(120)).await;
-        let seen = seen.lock().unwrap();
+        let seen = seen.lock().expect("lock");
         assert_eq!(
             seen.len(),
             4,
@@ -604,9 +607,9 @@ mod tests {
         alerts.raise("one".into(), AlertKind::Quota, None, "s".into());
         alerts.raise("two".into(), AlertKind::Quota, None, "s".into());
         alerts.raise("three".into(), AlertKind::Quota, None, "s".into());
-        until(|| seen.lock().unwrap().len() == ATTEMPTS as usize + 2).await;
+        until(|| seen.lock().expect("lock").len() == ATTEMPTS as usize + 2).await;
         tokio::time::sleep(Duration::from_secs(120)).await;
-        let seen = seen.lock().unwrap();
+        let seen = seen.lock().expect("lock");
         let order: Vec<&str> = seen.iter().map(|(_, e)| e.incident.as_str()).collect();
         let mut expected = vec!["one"; ATTEMPTS as usize];
         expected.extend(["two", "three"]);
@@ -621,8 +624,8 @@ mod tests {
         for i in 0..7 {
             alerts.raise(format!("i{i}"), AlertKind::Quota, None, "s".into());
         }
-        until(|| seen.lock().unwrap().len() == 7).await;
-        let seen = seen.lock().unwrap();
+        until(|| seen.lock().expect("lock").len() == 7).await;
+        let seen = seen.lock().expect("lock");
         let minute = |i: usize| ((seen[i].0 - began).as_secs()) / 60;
         let minutes: Vec<u64> = (0..7).map(minute).collect();
         assert_eq!(minutes, vec![0, 0, 0, 1, 1, 1, 2]);
@@ -655,8 +658,8 @@ mod tests {
         alerts.resolve_credential("shop/access_token");
         assert!(alerts.is_open("shop#quota"));
         alerts.quota_ok("shop");
-        until(|| seen.lock().unwrap().len() == 2).await;
-        let seen = seen.lock().unwrap();
+        until(|| seen.lock().expect("lock").len() == 2).await;
+        let seen = seen.lock().expect("lock");
         assert_eq!(seen[0].1.kind, AlertKind::Quota);
         assert_eq!(seen[0].1.app.as_deref(), Some("shop"));
         assert!(seen[0].1.summary.contains("1600 of its 2000"));
@@ -675,10 +678,10 @@ mod tests {
         };
         let body = render(HookFormat::Wecom, &event);
         assert_eq!(body["msgtype"], "markdown");
-        let content = body["markdown"]["content"].as_str().unwrap();
+        let content = body["markdown"]["content"].as_str().expect("present");
         assert!(content.starts_with("**wxtoken resolved: "), "{content}");
         assert!(content.contains("> app: shop\n"));
         assert!(content.contains("1970-01-01T00:00:00Z"));
-        assert_eq!(body.as_object().unwrap().len(), 2);
+        assert_eq!(body.as_object().expect("present").len(), 2);
     }
 }

@@ -264,7 +264,12 @@ async fn a_credential_about_to_lapse_after_failed_refreshes_is_alerted_and_resol
     let shop = hook.about("shop");
     let events: Vec<(&str, &str)> = shop
         .iter()
-        .map(|b| (b["kind"].as_str().unwrap(), b["event"].as_str().unwrap()))
+        .map(|b| {
+            (
+                b["kind"].as_str().expect("present"),
+                b["event"].as_str().expect("present"),
+            )
+        })
         .collect();
     assert_eq!(events, [("expiring", "raised"), ("expiring", "resolved")]);
     assert_eq!(shop[0]["incident"], "shop/access_token#expiring");
@@ -291,17 +296,17 @@ async fn a_wecom_robot_gets_its_markdown_message_and_a_refusal_is_retried() {
     let content = body["markdown"]["content"].as_str().expect("content");
     let (_, alerts) = app.get("/v1/alerts", Some(KEY)).await;
     let open = &alerts["open"][0];
-    let since = time::OffsetDateTime::from_unix_timestamp(open["since"].as_i64().unwrap())
-        .unwrap()
+    let since = time::OffsetDateTime::from_unix_timestamp(open["since"].as_i64().expect("present"))
+        .expect("present")
         .format(&time::format_description::well_known::Rfc3339)
-        .unwrap();
+        .expect("present");
     let expected = format!(
         "**wxtoken alert: <font color=\"warning\">configuration_error</font>**\n\
          > app: other\n\
          > incident: other/access_token#configuration_error\n\
          > {}\n\
          > time: {since}",
-        open["summary"].as_str().unwrap()
+        open["summary"].as_str().expect("present")
     );
     assert_eq!(content, expected);
 }
@@ -320,7 +325,7 @@ async fn a_hook_that_fails_then_answers_gets_the_message_once() {
     let received = hook.received();
     let incidents: Vec<&str> = received
         .iter()
-        .map(|b| b["incident"].as_str().unwrap())
+        .map(|b| b["incident"].as_str().expect("present"))
         .collect();
     assert_eq!(
         incidents,
