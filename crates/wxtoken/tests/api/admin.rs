@@ -111,6 +111,14 @@ async fn call(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+async fn get(url: String, key: Option<&str>) -> (u16, Value) {
+    call(reqwest::Method::GET, url, key, None).await
+}
+
+async fn delete(url: String, key: Option<&str>) -> (u16, Value) {
+    call(reqwest::Method::DELETE, url, key, None).await
+}
+
 fn key_file(dir: &Path, name: &str, hex: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, format!("{hex}\n")).expect("key file");
@@ -195,13 +203,7 @@ async fn apps_and_clients_are_managed_at_runtime_sealed_audited_and_kept_across_
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["id"], "shop2");
     assert!(!body.to_string().contains(SECRET2), "{body}");
-    let (status, token) = call(
-        reqwest::Method::GET,
-        format!("{base}/v1/apps/shop2/access_token"),
-        Some(KEY),
-        None,
-    )
-    .await;
+    let (status, token) = get(format!("{base}/v1/apps/shop2/access_token"), Some(KEY)).await;
     assert_eq!(status, 200, "{token}");
     let (status, _) = put("shop2", ADMIN_KEY, app2.clone()).await;
     assert_eq!(status, 200);
@@ -236,21 +238,9 @@ async fn apps_and_clients_are_managed_at_runtime_sealed_audited_and_kept_across_
     .await;
     assert_eq!(status, 201, "{created}");
     let new_key = created["key"].as_str().expect("key").to_owned();
-    let (status, _) = call(
-        reqwest::Method::GET,
-        format!("{base}/v1/apps/shop2/access_token"),
-        Some(&new_key),
-        None,
-    )
-    .await;
+    let (status, _) = get(format!("{base}/v1/apps/shop2/access_token"), Some(&new_key)).await;
     assert_eq!(status, 200);
-    let (status, body) = call(
-        reqwest::Method::GET,
-        format!("{base}/v1/apps/shop/access_token"),
-        Some(&new_key),
-        None,
-    )
-    .await;
+    let (status, body) = get(format!("{base}/v1/apps/shop/access_token"), Some(&new_key)).await;
     assert_eq!((status, code(&body)), (403, "forbidden"));
     let (status, again) = call(
         reqwest::Method::POST,
@@ -260,13 +250,7 @@ async fn apps_and_clients_are_managed_at_runtime_sealed_audited_and_kept_across_
     )
     .await;
     assert_eq!((status, code(&again)), (409, "client_exists"));
-    let (status, list) = call(
-        reqwest::Method::GET,
-        format!("{base}/v1/clients"),
-        Some(ADMIN_KEY),
-        None,
-    )
-    .await;
+    let (status, list) = get(format!("{base}/v1/clients"), Some(ADMIN_KEY)).await;
     assert_eq!(status, 200);
     assert!(!list.to_string().contains(&new_key));
     let names: Vec<&str> = list["clients"]
@@ -276,89 +260,39 @@ async fn apps_and_clients_are_managed_at_runtime_sealed_audited_and_kept_across_
         .filter_map(|c| c["name"].as_str())
         .collect();
     assert_eq!(names, ["order-service", "admin", "billing"]);
-    let (status, body) = call(
-        reqwest::Method::DELETE,
-        format!("{base}/v1/clients/admin"),
-        Some(ADMIN_KEY),
-        None,
-    )
-    .await;
+    let (status, body) = delete(format!("{base}/v1/clients/admin"), Some(ADMIN_KEY)).await;
     assert_eq!((status, code(&body)), (409, "read_only"));
 
     // A restart keeps the runtime app (with its token: no new fetch) and the client.
     server.stop().await;
     let server = start(&settings).await;
     let base = server.base.clone();
-    let (status, _) = call(
-        reqwest::Method::GET,
-        format!("{base}/v1/apps/shop2/access_token"),
-        Some(&new_key),
-        None,
-    )
-    .await;
+    let (status, _) = get(format!("{base}/v1/apps/shop2/access_token"), Some(&new_key)).await;
     assert_eq!(status, 200);
     assert_eq!(
         emulator.emulator.stats().app(APPID2).upstream_token_calls(),
         1
     );
 
-    let (status, _) = call(
-        reqwest::Method::DELETE,
-        format!("{base}/v1/clients/billing"),
-        Some(ADMIN_KEY),
-        None,
-    )
-    .await;
+    let (status, _) = delete(format!("{base}/v1/clients/billing"), Some(ADMIN_KEY)).await;
     assert_eq!(status, 204);
-    let (status, body) = call(
-        reqwest::Method::GET,
-        format!("{base}/v1/apps/shop2/access_token"),
-        Some(&new_key),
-        None,
-    )
-    .await;
+    let (status, body) = get(format!("{base}/v1/apps/shop2/access_token"), Some(&new_key)).await;
     assert_eq!((status, code(&body)), (401, "unauthenticated"));
 
     // Removed: 404 at once; removing again is 404; config apps cannot be removed.
-    let (status, _) = call(
-        reqwest::Method::DELETE,
-        format!("{base}/v1/apps/shop2"),
-        Some(ADMIN_KEY),
-        None,
-    )
-    .await;
+    let (status, _) = delete(format!("{base}/v1/apps/shop2"), Some(ADMIN_KEY)).await;
     assert_eq!(status, 204);
-    let (status, body) = call(
-        reqwest::Method::GET,
-        format!("{base}/v1/apps/shop2/access_token"),
-        Some(KEY),
-        None,
-    )
-    .await;
+    let (status, body) = get(format!("{base}/v1/apps/shop2/access_token"), Some(KEY)).await;
     assert_eq!((status, code(&body)), (404, "app_not_found"));
-    let (status, _) = call(
-        reqwest::Method::DELETE,
-        format!("{base}/v1/apps/shop2"),
-        Some(ADMIN_KEY),
-        None,
-    )
-    .await;
+    let (status, _) = delete(format!("{base}/v1/apps/shop2"), Some(ADMIN_KEY)).await;
     assert_eq!(status, 404);
-    let (status, body) = call(
-        reqwest::Method::DELETE,
-        format!("{base}/v1/apps/shop"),
-        Some(ADMIN_KEY),
-        None,
-    )
-    .await;
+    let (status, body) = delete(format!("{base}/v1/apps/shop"), Some(ADMIN_KEY)).await;
     assert_eq!((status, code(&body)), (409, "read_only"));
 
     // Every change is in the audit log, by client name, with no secret or key.
-    let (status, audit) = call(
-        reqwest::Method::GET,
+    let (status, audit) = get(
         format!("{base}/v1/audit?since=0&limit=100"),
         Some(ADMIN_KEY),
-        None,
     )
     .await;
     assert_eq!(status, 200, "{audit}");
@@ -392,13 +326,7 @@ async fn apps_and_clients_are_managed_at_runtime_sealed_audited_and_kept_across_
             .any(|(a, r)| a == "app.put" && r.contains("read-only")),
         "refused changes are audited too: {actions:?}"
     );
-    let (status, _) = call(
-        reqwest::Method::GET,
-        format!("{base}/v1/audit"),
-        Some(KEY),
-        None,
-    )
-    .await;
+    let (status, _) = get(format!("{base}/v1/audit"), Some(KEY)).await;
     assert_eq!(status, 403);
     server.stop().await;
 }
@@ -468,11 +396,9 @@ async fn a_wrong_or_missing_master_key_is_refused_and_changes_nothing_and_rotati
         "the old key no longer opens"
     );
     let server = start(&with_b).await;
-    let (status, body) = call(
-        reqwest::Method::GET,
+    let (status, body) = get(
         format!("{}/v1/apps/shop2/access_token?min_ttl=7000", server.base),
         Some(KEY),
-        None,
     )
     .await;
     assert_eq!(status, 200, "the rotated secret still works: {body}");
@@ -565,10 +491,7 @@ async fn a_change_on_one_instance_reaches_the_other_within_a_second() {
     assert_eq!(status, 201);
     let on_b = format!("{}/v1/apps/shop2/access_token", b.base);
     let took = within(Duration::from_secs(1), async || {
-        call(reqwest::Method::GET, on_b.clone(), Some(KEY), None)
-            .await
-            .0
-            == 200
+        get(on_b.clone(), Some(KEY)).await.0 == 200
     })
     .await;
     println!("a runtime app reached the second instance in {took:?}");
@@ -583,41 +506,20 @@ async fn a_change_on_one_instance_reaches_the_other_within_a_second() {
     assert_eq!(status, 201);
     let new_key = created["key"].as_str().expect("key").to_owned();
     within(Duration::from_secs(1), async || {
-        call(reqwest::Method::GET, on_b.clone(), Some(&new_key), None)
-            .await
-            .0
-            == 200
+        get(on_b.clone(), Some(&new_key)).await.0 == 200
     })
     .await;
-    let (status, _) = call(
-        reqwest::Method::DELETE,
-        format!("{}/v1/clients/billing", a.base),
-        Some(ADMIN_KEY),
-        None,
-    )
-    .await;
+    let (status, _) = delete(format!("{}/v1/clients/billing", a.base), Some(ADMIN_KEY)).await;
     assert_eq!(status, 204);
     within(Duration::from_secs(1), async || {
-        call(reqwest::Method::GET, on_b.clone(), Some(&new_key), None)
-            .await
-            .0
-            == 401
+        get(on_b.clone(), Some(&new_key)).await.0 == 401
     })
     .await;
 
-    let (status, _) = call(
-        reqwest::Method::DELETE,
-        format!("{}/v1/apps/shop2", a.base),
-        Some(ADMIN_KEY),
-        None,
-    )
-    .await;
+    let (status, _) = delete(format!("{}/v1/apps/shop2", a.base), Some(ADMIN_KEY)).await;
     assert_eq!(status, 204);
     let took = within(Duration::from_secs(1), async || {
-        call(reqwest::Method::GET, on_b.clone(), Some(KEY), None)
-            .await
-            .0
-            == 404
+        get(on_b.clone(), Some(KEY)).await.0 == 404
     })
     .await;
     println!("a removal reached the second instance in {took:?}");
@@ -675,11 +577,9 @@ async fn sighup_reloads_the_config_file_and_keeps_the_running_one_when_it_is_bad
         .cloned()
         .expect("logged");
     assert!(refused.contains("apps[0].appid"), "{refused}");
-    let (status, _) = call(
-        reqwest::Method::GET,
+    let (status, _) = get(
         format!("{}/v1/apps/shop/access_token", server.base),
         Some(KEY),
-        None,
     )
     .await;
     assert_eq!(status, 200);
@@ -767,13 +667,7 @@ async fn the_cli_manages_apps_and_clients_of_a_running_server() {
         .find(|l| l.starts_with("wxt_"))
         .expect("a key line")
         .to_owned();
-    let (status, _) = call(
-        reqwest::Method::GET,
-        format!("{base}/v1/apps/shop2/access_token"),
-        Some(&key),
-        None,
-    )
-    .await;
+    let (status, _) = get(format!("{base}/v1/apps/shop2/access_token"), Some(&key)).await;
     assert_eq!(status, 200);
     let clients = run(&["clients", "list"]).await.expect("ran");
     assert!(
@@ -782,13 +676,7 @@ async fn the_cli_manages_apps_and_clients_of_a_running_server() {
     );
     run(&["clients", "revoke", "billing"]).await.expect("ran");
     run(&["apps", "remove", "shop2"]).await.expect("ran");
-    let (status, _) = call(
-        reqwest::Method::GET,
-        format!("{base}/v1/apps/shop2/access_token"),
-        Some(KEY),
-        None,
-    )
-    .await;
+    let (status, _) = get(format!("{base}/v1/apps/shop2/access_token"), Some(KEY)).await;
     assert_eq!(status, 404);
     // A refusal is the server's error, in one line.
     let args = [
