@@ -403,6 +403,12 @@ async fn reload_on_sighup(state: AppState, path: std::path::PathBuf) {
                 Ok(settings) => match state.admin.reload(&settings.apps, settings.clients).await {
                     Ok(summary) => {
                         state.apps_changed();
+                        state.keeper.set_settings(settings.keeper);
+                        info!(
+                            "[keeper] timing and budgets reloaded; [server], [store], [upstream], \
+                             [gateway], [[alerts]] and keeper.authorizer_refresh_per_sec take \
+                             effect at the next start"
+                        );
                         summary
                     }
                     Err(e) => {

@@ -29,7 +29,7 @@ pub(super) async fn watch(keeper: Weak<Inner>, mut shutdown: watch::Receiver<boo
             return;
         };
         let keeper = Keeper { inner };
-        let alert_below = keeper.inner.ctx.settings.alerts.expiry_alert;
+        let alert_below = keeper.inner.ctx.settings().alerts.expiry_alert;
         for slot in keeper.app_slots() {
             look(&slot, &keeper.inner.ctx.alerts, alert_below, unix_now_ms());
         }

@@ -198,7 +198,8 @@ async fn prune_daily(keeper: std::sync::Weak<Inner>, mut shutdown: watch::Receiv
 pub(crate) struct Ctx {
     pub api: Arc<dyn TokenApi>,
     pub store: Arc<dyn Store>,
-    pub settings: KeeperSettings,
+    /// Swapped whole by a config reload; read it once per decision.
+    settings: ArcSwap<KeeperSettings>,
     /// This instance's name in leases: random per start, so a restarted instance never
     /// mistakes a lease of its previous life for its own.
     pub owner: String,
@@ -208,6 +209,13 @@ pub(crate) struct Ctx {
     pub store_health: shared::StoreHealth,
     /// Incidents for the operators' webhooks; raising one never waits.
     pub alerts: crate::alerts::Alerts,
+}
+
+impl Ctx {
+    /// The current timing rules and budgets.
+    pub fn settings(&self) -> Arc<KeeperSettings> {
+        self.settings.load_full()
+    }
 }
 
 /// One app's credentials.
@@ -290,7 +298,7 @@ async fn build_app(
         }
         let slot = Arc::new(Slot::new(key, settings.clone(), parent, None, health));
         if let Some(token) = token {
-            let delay = schedule::refresh_delay(&token, slot.policy(), &ctx.settings, now_ms);
+            let delay = schedule::refresh_delay(&token, slot.policy(), &ctx.settings(), now_ms);
             slot.health().refresh_at = Some(Instant::now() + delay);
             info!(
                 app = %app.id,
@@ -315,7 +323,7 @@ async fn build_app(
     }
     let platform = if app.kind == AppKind::Component {
         let parking = platform::Parking::start(
-            ctx.settings.authorizer_refresh_per_sec,
+            ctx.settings().authorizer_refresh_per_sec,
             ctx.clone(),
             stop.subscribe(),
         );
@@ -364,7 +372,7 @@ impl Keeper {
             api,
             store,
             alerts: crate::alerts::Alerts::start(&settings.alerts),
-            settings,
+            settings: ArcSwap::from_pointee(settings),
             owner: hex::encode(owner),
             ticket_budget: TicketBudget::default(),
             store_health: shared::StoreHealth::default(),
@@ -567,9 +575,20 @@ impl Keeper {
         &self.inner.ctx.alerts
     }
 
-    /// The keeper's timing rules and budgets.
-    pub fn settings(&self) -> &KeeperSettings {
-        &self.inner.ctx.settings
+    /// The keeper's timing rules and budgets (as of now: a reload may replace them).
+    pub fn settings(&self) -> Arc<KeeperSettings> {
+        self.inner.ctx.settings()
+    }
+
+    /// Replaces the timing rules and budgets (a config reload). Each credential follows
+    /// them from its next decision; the store's lease and reconcile timing, the
+    /// authorizer pace and the alert hooks stay as they were at start.
+    pub fn set_settings(&self, mut settings: KeeperSettings) {
+        let current = self.settings();
+        settings.shared = current.shared.clone();
+        settings.authorizer_refresh_per_sec = current.authorizer_refresh_per_sec;
+        settings.alerts = current.alerts.clone();
+        self.inner.ctx.settings.store(Arc::new(settings));
     }
 
     /// Whether `app` is kept.
@@ -689,7 +708,7 @@ impl Keeper {
         entry
             .slots
             .token
-            .obtain(min_ttl, &self.inner.ctx.settings)
+            .obtain(min_ttl, &self.inner.ctx.settings())
             .await
     }
 
@@ -704,7 +723,7 @@ impl Keeper {
         entry
             .slots
             .token
-            .invalidate(dead, &self.inner.ctx.settings)
+            .invalidate(dead, &self.inner.ctx.settings())
             .await
     }
 
@@ -717,7 +736,7 @@ impl Keeper {
         min_ttl: Option<Duration>,
     ) -> Result<Arc<Token>, KeeperError> {
         let slot = self.ticket_slot(app, ticket)?;
-        slot.obtain(min_ttl, &self.inner.ctx.settings).await
+        slot.obtain(min_ttl, &self.inner.ctx.settings()).await
     }
 
     /// Compare-and-invalidate a ticket WeChat rejected.
@@ -728,7 +747,7 @@ impl Keeper {
         dead: &str,
     ) -> Result<(Arc<Token>, bool), KeeperError> {
         let slot = self.ticket_slot(app, ticket)?;
-        slot.invalidate(dead, &self.inner.ctx.settings).await
+        slot.invalidate(dead, &self.inner.ctx.settings()).await
     }
 
     /// Status of one app, without secrets or values.
@@ -736,7 +755,7 @@ impl Keeper {
         let entry = self.entry(app)?;
         let slots = &entry.slots;
         let tickets: Vec<&Slot> = slots.tickets.iter().map(|(_, s)| s.as_ref()).collect();
-        let mut status = status::of(&slots.token, &tickets, &self.inner.ctx.settings);
+        let mut status = status::of(&slots.token, &tickets, &self.inner.ctx.settings());
         status.component = self.component_status(app);
         Some(status)
     }

@@ -712,7 +712,7 @@ fn authorizer_slot(
         if let Some(link) = &slot.authorizer {
             link.index_token(&token.value);
         }
-        let delay = schedule::refresh_delay(&token, slot.policy(), &ctx.settings, unix_now_ms());
+        let delay = schedule::refresh_delay(&token, slot.policy(), &ctx.settings(), unix_now_ms());
         slot.health().refresh_at = Some(tokio::time::Instant::now() + delay);
         slot.current.store(Some(Arc::new(token)));
     }
@@ -905,7 +905,10 @@ impl Keeper {
 
     /// The component's token, for a call made with it (never paced).
     async fn component_token(&self, platform: &Platform) -> Result<Arc<Token>, KeeperError> {
-        platform.token.obtain(None, &self.inner.ctx.settings).await
+        platform
+            .token
+            .obtain(None, &self.inner.ctx.settings())
+            .await
     }
 
     /// One component call, counted, retried once with a new component token if WeChat
@@ -946,7 +949,7 @@ impl Keeper {
                 Err(e) if e.class == ErrorClass::Refresh && !retried => {
                     retried = true;
                     let dead = token.value.clone();
-                    token = platform.token.invalidate(&dead, &ctx.settings).await?.0;
+                    token = platform.token.invalidate(&dead, &ctx.settings()).await?.0;
                 }
                 Err(e) => {
                     warn!(component = %platform.token.key.app, api, errcode = e.errcode, "component call failed: {}", e.message);
@@ -1201,7 +1204,7 @@ impl Keeper {
             }
             AuthorizerState::Ok => {}
         }
-        slot.obtain(min_ttl, &self.inner.ctx.settings).await
+        slot.obtain(min_ttl, &self.inner.ctx.settings()).await
     }
 
     /// Compare-and-invalidate an authorizer's token.
@@ -1218,7 +1221,7 @@ impl Keeper {
             .map_err(KeeperError::from_failure)?;
         authorizer
             .token
-            .invalidate(dead, &self.inner.ctx.settings)
+            .invalidate(dead, &self.inner.ctx.settings())
             .await
     }
 
@@ -1290,7 +1293,7 @@ impl Keeper {
         min_ttl: Option<Duration>,
     ) -> Result<Arc<Token>, KeeperError> {
         let slot = self.authorizer_ticket_slot(app, appid, ticket).await?;
-        slot.obtain(min_ttl, &self.inner.ctx.settings).await
+        slot.obtain(min_ttl, &self.inner.ctx.settings()).await
     }
 
     /// Compare-and-invalidate an authorizer's ticket.
@@ -1302,7 +1305,7 @@ impl Keeper {
         dead: &str,
     ) -> Result<(Arc<Token>, bool), KeeperError> {
         let slot = self.authorizer_ticket_slot(app, appid, ticket).await?;
-        slot.invalidate(dead, &self.inner.ctx.settings).await
+        slot.invalidate(dead, &self.inner.ctx.settings()).await
     }
 
     /// The authorizer (component id, its settings, its appid) whose token is `value`.

@@ -87,7 +87,7 @@ pub(super) async fn refresh(
     invalidating: Option<String>,
     before: Option<Arc<Token>>,
 ) -> Result<(), Arc<Failure>> {
-    let ttl = ctx.settings.shared.lease_ttl;
+    let ttl = ctx.settings().shared.lease_ttl;
     for _ in 0..MAX_WAITS {
         match coordination.acquire_lease(&slot.key, &ctx.owner, ttl).await {
             Ok(true) => {
@@ -143,7 +143,7 @@ async fn refresh_leased(
     before: Option<&Token>,
     invalidating: Option<String>,
 ) -> Result<(), Arc<Failure>> {
-    let ttl = ctx.settings.shared.lease_ttl;
+    let ttl = ctx.settings().shared.lease_ttl;
     let renewer = tokio::spawn(renew(
         ctx.store.clone(),
         slot.key.clone(),
@@ -211,7 +211,7 @@ fn satisfies(slot: &Slot, ctx: &Ctx, token: &Token, invalidating: Option<&str>) 
     if let Some(dead) = invalidating {
         return token.value != dead;
     }
-    let ahead = schedule::refresh_ahead(token, slot.policy(), &ctx.settings);
+    let ahead = schedule::refresh_ahead(token, slot.policy(), &ctx.settings());
     Duration::from_millis(token.remaining_ms(unix_now_ms())) > ahead
 }
 
@@ -264,7 +264,7 @@ async fn refresh_while_down(
         (CredentialKind::Ticket(_), _) => true,
         // A classic fetch kills the token other instances hold; WeCom's behaviour on a
         // repeat fetch is not documented consistently.
-        (CredentialKind::AccessToken, _) => ctx.settings.shared.classic_refresh_when_down,
+        (CredentialKind::AccessToken, _) => ctx.settings().shared.classic_refresh_when_down,
     };
     if !safe_alone {
         return Err(Arc::new(Failure::Unavailable(format!(
@@ -289,7 +289,7 @@ pub(super) async fn follow(
 ) {
     let keeper = || keeper.upgrade().map(|inner| super::Keeper { inner });
     let slots = || keeper().map(|k| k.app_slots()).unwrap_or_default();
-    let mut tick = tokio::time::interval(ctx.settings.shared.reconcile_every);
+    let mut tick = tokio::time::interval(ctx.settings().shared.reconcile_every);
     tick.tick().await;
     loop {
         tokio::select! {

@@ -585,8 +585,9 @@ async fn sighup_reloads_the_config_file_and_keeps_the_running_one_when_it_is_bad
     assert_eq!(status, 200);
 
     // A good file with one more app: served after the reload, without a restart.
-    let more =
-        format!("{good}\n[[apps]]\nid = \"shop2\"\nappid = \"{APPID2}\"\nsecret = \"{SECRET2}\"\n");
+    let more = format!(
+        "{good}\n[keeper]\nforce_refresh_daily_budget = 3\n[[apps]]\nid = \"shop2\"\nappid = \"{APPID2}\"\nsecret = \"{SECRET2}\"\n"
+    );
     std::fs::write(&path, more).expect("write");
     assert!(hup().success());
     within(Duration::from_secs(5), async || {
@@ -596,6 +597,9 @@ async fn sighup_reloads_the_config_file_and_keeps_the_running_one_when_it_is_bad
             == 200
     })
     .await;
+    // [keeper] budgets follow the file too.
+    let (_, status) = get(format!("{}/v1/apps/shop", server.base), Some(KEY)).await;
+    assert_eq!(status["force_refresh_budget"], 3, "{status}");
     // And without it again: gone.
     std::fs::write(&path, &good).expect("write");
     assert!(hup().success());
