@@ -22,10 +22,10 @@ pub async fn list(
     caller: Caller,
 ) -> Result<Json<AppList>, ApiError> {
     caller.require(Scope::Read)?;
-    let ids: Vec<&String> = state
+    let ids: Vec<String> = state
         .keeper
         .app_ids()
-        .iter()
+        .into_iter()
         .filter(|id| caller.0.apps.allows(id))
         .collect();
     for id in &ids {
@@ -34,7 +34,7 @@ pub async fn list(
     }
     let apps = ids
         .into_iter()
-        .filter_map(|id| state.keeper.status(id))
+        .filter_map(|id| state.keeper.status(&id))
         .collect();
     Ok(Json(AppList { apps }))
 }
@@ -75,7 +75,7 @@ pub async fn clear_quota(
             code: "clear_budget_used_up",
             message: e.to_string(),
         },
-        ClearError::Store(message) => ApiError::NotReady(message),
+        ClearError::Store(message) => ApiError::StoreUnavailable(message),
         ClearError::Upstream(upstream) => ApiError::Upstream {
             message: format!("WeChat refused the clear: {}", upstream.message),
             wechat_errcode: upstream.errcode,

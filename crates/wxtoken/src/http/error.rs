@@ -43,9 +43,6 @@ pub enum ApiError {
     /// An authorizer whose tokens are gone until the merchant authorizes again.
     #[error("{message}")]
     Gone { code: &'static str, message: String },
-    /// The request conflicts with the app's state or a budget (`code` names which).
-    #[error("{message}")]
-    Conflict { code: &'static str, message: String },
     /// A component without a verify ticket yet (or one WeChat refused).
     #[error("{0}")]
     WaitingForVerifyTicket(String),
@@ -56,6 +53,13 @@ pub enum ApiError {
         wechat_errcode: Option<i64>,
         rid: Option<String>,
     },
+    /// The request conflicts with what exists (`read_only`, `client_exists`) or with a
+    /// budget (`clear_budget_used_up`).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// The store failed; nothing was changed.
+    #[error("{0}")]
+    StoreUnavailable(String),
     #[error("{message}")]
     Upstream {
         message: String,
@@ -97,12 +101,13 @@ impl ApiError {
             }
             ApiError::Missing { code, .. } => (StatusCode::NOT_FOUND, code),
             ApiError::Gone { code, .. } => (StatusCode::GONE, code),
-            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::WaitingForVerifyTicket(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "waiting_for_verify_ticket")
             }
             ApiError::Refused { .. } => (StatusCode::BAD_REQUEST, "wechat_refused"),
             ApiError::Upstream { .. } => (StatusCode::BAD_GATEWAY, "upstream_error"),
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            ApiError::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         }
     }
 }

@@ -168,7 +168,7 @@ fn usage(slot: &Slot, ctx: &Ctx, now_ms: u64) -> (u64, Option<u64>) {
         .app
         .quota
         .daily_budget
-        .unwrap_or(ctx.settings.quota.daily_budget)
+        .unwrap_or(ctx.settings().quota.daily_budget)
         .calls(limit);
     let own = slot.health().calls_today(api, now_ms);
     let today = wechat_day(now_ms);
@@ -184,7 +184,7 @@ fn usage(slot: &Slot, ctx: &Ctx, now_ms: u64) -> (u64, Option<u64>) {
 
 /// How long before expiry the last stretch starts: half the refresh-ahead window.
 pub fn last_stretch(token: &Token, slot: &Slot, ctx: &Ctx) -> Duration {
-    schedule::refresh_ahead(token, slot.policy(), &ctx.settings) / 2
+    schedule::refresh_ahead(token, slot.policy(), &ctx.settings()) / 2
 }
 
 /// Whether a planned fetch of an app's access token must be skipped: the budget is
@@ -206,8 +206,12 @@ pub(super) fn guards(slot: &Slot, ctx: &Ctx) -> bool {
         return false;
     };
     if used < budget {
+        // A new WeChat day, or a clear: the incident (if any) is over.
+        ctx.alerts.quota_ok(&slot.app.id);
         return false;
     }
+    // De-duplicated per incident by the alerts.
+    ctx.alerts.quota(&slot.app.id, used, budget);
     let stretch = last_stretch(&token, slot, ctx);
     let left = Duration::from_millis(token.remaining_ms(now_ms));
     if left <= stretch {
@@ -317,7 +321,7 @@ async fn clear(slot: &Slot, ctx: &Ctx) -> Result<(), ClearError> {
     if !matches!(app.kind, AppKind::Official { .. }) {
         return Err(ClearError::Unsupported(app.id.clone()));
     }
-    let budget = ctx.settings.quota.clear_quota_monthly_budget;
+    let budget = ctx.settings().quota.clear_quota_monthly_budget;
     let now_ms = unix_now_ms();
     let today = wechat_day(now_ms);
     let month = month_of(&today);
@@ -383,6 +387,7 @@ async fn clear(slot: &Slot, ctx: &Ctx) -> Result<(), ClearError> {
         s.asked_at = None;
     });
     metrics::counter!("wxtoken_quota_clears_total", "app" => app.id.clone()).increment(1);
+    ctx.alerts.quota_ok(&app.id);
     info!(app = %app.id, "cleared the daily quota");
     // A driver waiting out a 45009 tries again now.
     if slot.health().backoff_class == Some(crate::wechat::ErrorClass::QuotaExhausted) {
@@ -442,7 +447,7 @@ pub(super) fn status(slot: &Slot, ctx: &Ctx) -> QuotaStatus {
         guarded: budget.is_some_and(|b| used >= b),
         wechat,
         clears_this_month: clears,
-        clear_budget: ctx.settings.quota.clear_quota_monthly_budget,
+        clear_budget: ctx.settings().quota.clear_quota_monthly_budget,
         auto_clear_quota: slot.app.quota.auto_clear_quota,
     }
 }

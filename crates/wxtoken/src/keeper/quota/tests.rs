@@ -160,6 +160,10 @@ async fn past_the_budget_a_report_fetches_nothing_and_the_refresh_waits_for_the_
         (quota.used, quota.budget, quota.guarded),
         (2, Some(2), true)
     );
+    assert!(
+        keeper.alerts().is_open("shop#quota"),
+        "the operators are told"
+    );
     // Stable window 300 s: the last stretch is its last 150 s of 7200.
     let next = status.next_refresh_in.expect("scheduled");
     assert!((7040..=7050).contains(&next), "next refresh in {next} s");
@@ -170,6 +174,10 @@ async fn past_the_budget_a_report_fetches_nothing_and_the_refresh_waits_for_the_
     assert_eq!(
         (quota.used, quota.guarded, quota.clears_this_month),
         (0, false, 1)
+    );
+    assert!(
+        !keeper.alerts().is_open("shop#quota"),
+        "resolved by the clear"
     );
     let (_, refreshed) = keeper.invalidate("shop", &second.value).await.expect("ok");
     assert!(refreshed, "within the budget again");
