@@ -405,9 +405,10 @@ async fn reload_on_sighup(state: AppState, path: std::path::PathBuf) {
                         state.apps_changed();
                         state.keeper.set_settings(settings.keeper);
                         info!(
-                            "[keeper] timing and budgets reloaded; [server], [store], [upstream], \
-                             [gateway], [[alerts]] and keeper.authorizer_refresh_per_sec take \
-                             effect at the next start"
+                            "[keeper] timing and budgets (with upstream.daily_budget and \
+                             upstream.clear_quota_monthly_budget) reloaded; [server], [store], \
+                             the rest of [upstream], [gateway], [[alerts]] and \
+                             keeper.authorizer_refresh_per_sec take effect at the next start"
                         );
                         summary
                     }

@@ -503,3 +503,50 @@ async fn a_clear_wechat_refuses_is_a_502_with_its_errcode_and_uses_no_clear() {
     let stats = app.stats();
     assert_eq!((stats.clear_quota_calls, stats.quota_clears), (1, 0));
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_daily_budget() {
+    let emulator = wechat_emulator::spawn(emulator(7200, 2000))
+        .await
+        .expect("emulator");
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("wxtoken.db");
+    let path = dir.path().join("wxtoken.toml");
+    let config = |budget: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n[upstream]\napi_base = \"{}\"\ndaily_budget = {budget}\n\
+             [[apps]]\nid = \"shop\"\nappid = \"{APPID}\"\nsecret = \"{SECRET}\"\n\
+             [[clients]]\nname = \"order-service\"\nkey = \"{KEY}\"\napps = [\"*\"]\nscopes = [\"read\"]\n",
+            db.display(),
+            emulator.base_url()
+        )
+    };
+    std::fs::write(&path, config("\"80%\"")).expect("write");
+    let server = serve(&path).await;
+    let http = reqwest::Client::new();
+    let budget = async || -> Value {
+        let body: Value = http
+            .get(format!("{}/v1/apps/shop", server.base))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json");
+        body["quota"]["budget"].clone()
+    };
+    assert_eq!(budget().await, 400_000, "80% of stable_token's 500,000");
+
+    std::fs::write(&path, config("1000")).expect("write");
+    let pid = server.child.id().expect("pid").to_string();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(hup.success());
+    until(Duration::from_secs(5), "the new budget", async || {
+        budget().await == 1000
+    })
+    .await;
+}
