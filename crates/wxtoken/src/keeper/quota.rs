@@ -238,7 +238,16 @@ pub(super) async fn guards_fleet(slot: &Slot, ctx: &Ctx) -> bool {
     if slot.of_authorizer() || slot.key.kind != crate::credential::CredentialKind::AccessToken {
         return false;
     }
-    let today = wechat_day(unix_now_ms());
+    // No read where the guard cannot apply, nor while the store is failing (the
+    // refresh must not wait for it).
+    let now_ms = unix_now_ms();
+    if slot.serveable(Duration::ZERO).is_none()
+        || usage(slot, ctx, now_ms).1.is_none()
+        || ctx.store_health.failing()
+    {
+        return guards(slot, ctx);
+    }
+    let today = wechat_day(now_ms);
     let api = token_api(&slot.app);
     match ctx.store.usage(today.clone(), slot.app.id.clone()).await {
         Ok(rows) => {

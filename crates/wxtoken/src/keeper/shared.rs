@@ -48,6 +48,14 @@ impl StoreHealth {
         now.saturating_duration_since(*since.get_or_insert(now))
     }
 
+    /// Whether the last lease call failed (and none has answered since).
+    pub fn failing(&self) -> bool {
+        self.failing_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     /// The store answered: the run of failures is over.
     pub fn answered(&self) {
         *self.failing_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
