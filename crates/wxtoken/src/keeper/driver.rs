@@ -211,17 +211,7 @@ fn next_due(slot: &Slot, ctx: &Ctx) -> Instant {
     }
 }
 
-/// What to do this round, within the app's daily budget (see `keeper::quota`): past
-/// it, a fetch is made only for a token in its last stretch or none at all; a skipped
-/// refresh is moved to the last stretch, not retried at once.
 fn plan(slot: &Slot, ctx: &Ctx, demand: Option<&Demand>) -> Plan {
-    match plan_unguarded(slot, ctx, demand) {
-        Plan::Fetch { .. } if quota::guards(slot, ctx) => Plan::Idle,
-        planned => planned,
-    }
-}
-
-fn plan_unguarded(slot: &Slot, ctx: &Ctx, demand: Option<&Demand>) -> Plan {
     let now = Instant::now();
     let now_ms = unix_now_ms();
     let current = slot.current.load_full();
@@ -316,9 +306,13 @@ async fn refresh(
     invalidating: Option<String>,
     seen: Option<Arc<Token>>,
 ) -> Result<(), Arc<Failure>> {
+    // Past the app's daily budget (see `keeper::quota`), a fetch is made only for a
+    // token in its last stretch or none at all; a skipped refresh is moved to the last
+    // stretch, not retried at once.
+    if quota::guards(slot, ctx).await {
+        return Ok(());
+    }
     let result = match ctx.store.coordination() {
-        // Other instances' calls count against the budget too.
-        Some(_) if quota::guards_fleet(slot, ctx).await => Ok(()),
         Some(coordination) => shared::refresh(slot, ctx, coordination, invalidating, seen).await,
         None => fetch(slot, ctx, invalidating, true).await,
     };

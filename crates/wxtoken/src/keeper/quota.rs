@@ -9,8 +9,9 @@
 //! stretch*: the second half of the refresh-ahead window (stable mode: of the stable
 //! window), which is still inside WeChat's renewal window. A guarded refresh is moved to
 //! the start of the last stretch, so each value costs one call, made just before it
-//! would lapse. With no serveable value at all, a fetch is always made. With a shared
-//! store the count is the fleet's, read from the store before each refresh.
+//! would lapse. With no serveable value at all, a fetch is always made. The day's counts
+//! are read from the store before each refresh: with a shared store they are the
+//! fleet's, and a clear's base (calls before it no longer count) is kept there too.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,10 @@ const STATUS_WAIT: Duration = Duration::from_millis(500);
 
 /// The store's usage counter (on the first day of each month) of this month's clears.
 const CLEARS_COUNTER: &str = "clear_quota_month";
+
+/// The store's usage counter (per day) of the token API's calls counted when the day's
+/// last clear was made: calls up to it no longer count against the budget.
+const CLEARED_AT_COUNTER: &str = "quota_cleared_at_calls";
 
 /// WeChat's documented daily limit of a token API: `/cgi-bin/token` 2000 a day per
 /// account, `/cgi-bin/stable_token` 500,000 (WECHAT.md). WeCom's `gettoken` and the
@@ -187,10 +192,10 @@ pub fn last_stretch(token: &Token, slot: &Slot, ctx: &Ctx) -> Duration {
     schedule::refresh_ahead(token, slot.policy(), &ctx.settings()) / 2
 }
 
-/// Whether a planned fetch of an app's access token must be skipped: the budget is
-/// reached and the value held is serveable outside its last stretch. Then the next
-/// refresh is moved to the start of the last stretch.
-pub(super) fn guards(slot: &Slot, ctx: &Ctx) -> bool {
+/// Whether a planned fetch of an app's access token must be skipped, by the counts
+/// known now: the budget is reached and the value held is serveable outside its last
+/// stretch. Then the next refresh is moved to the start of the last stretch.
+fn guards_now(slot: &Slot, ctx: &Ctx) -> bool {
     if slot.of_authorizer() || slot.key.kind != crate::credential::CredentialKind::AccessToken {
         return false;
     }
@@ -230,11 +235,13 @@ pub(super) fn guards(slot: &Slot, ctx: &Ctx) -> bool {
     true
 }
 
-/// As [`guards`], with a shared store: first reads the fleet's calls of the token API
-/// today (every instance counts its calls in the store), so that an instance that has
-/// made few calls itself still keeps to the app's budget. A store that does not answer
-/// leaves this instance's own count.
-pub(super) async fn guards_fleet(slot: &Slot, ctx: &Ctx) -> bool {
+/// Whether a planned fetch must be skipped for the app's daily budget (see the module
+/// doc). The day's counts are read from the store first: with a shared store every
+/// instance counts its calls there, so an instance that has made few calls itself still
+/// keeps to the fleet's budget; and the base of the day's last clear is kept there, so
+/// that neither a restart nor another instance forgets it. A store that does not answer
+/// (or is failing) leaves the counts this instance knows.
+pub(super) async fn guards(slot: &Slot, ctx: &Ctx) -> bool {
     if slot.of_authorizer() || slot.key.kind != crate::credential::CredentialKind::AccessToken {
         return false;
     }
@@ -245,21 +252,32 @@ pub(super) async fn guards_fleet(slot: &Slot, ctx: &Ctx) -> bool {
         || usage(slot, ctx, now_ms).1.is_none()
         || ctx.store_health.failing()
     {
-        return guards(slot, ctx);
+        return guards_now(slot, ctx);
     }
-    let today = wechat_day(now_ms);
+    if let Err(e) = read_counts(slot, ctx, &wechat_day(now_ms)).await {
+        warn!(app = %slot.app.id, error = %e, "could not read the day's calls from the store; the budget counts this instance's");
+    }
+    guards_now(slot, ctx)
+}
+
+/// Reads `day`'s calls of the app's token API (every instance's) and the base of the
+/// day's last clear from the store. Returns the fleet's calls.
+async fn read_counts(slot: &Slot, ctx: &Ctx, day: &str) -> Result<u64, crate::store::StoreError> {
     let api = token_api(&slot.app);
-    match ctx.store.usage(today.clone(), slot.app.id.clone()).await {
-        Ok(rows) => {
-            let calls = rows.iter().filter(|r| r.api == api).map(|r| r.calls).sum();
-            ctx.quota
-                .with(&slot.app.id, |s| s.fleet_calls = Some((today, calls)));
+    let rows = ctx.store.usage(day.to_owned(), slot.app.id.clone()).await?;
+    let sum = |name: &str| -> u64 { rows.iter().filter(|r| r.api == name).map(|r| r.calls).sum() };
+    let (calls, base) = (sum(api), sum(CLEARED_AT_COUNTER));
+    ctx.quota.with(&slot.app.id, |s| {
+        s.fleet_calls = Some((day.to_owned(), calls));
+        let known = match &s.cleared_at {
+            Some((d, b)) if d == day => *b,
+            _ => 0,
+        };
+        if base > known {
+            s.cleared_at = Some((day.to_owned(), base));
         }
-        Err(e) => {
-            warn!(app = %slot.app.id, error = %e, "could not read the fleet's calls; the budget counts this instance's")
-        }
-    }
-    guards(slot, ctx)
+    });
+    Ok(calls)
 }
 
 /// After a fetch failed with 45009: with `auto_clear_quota`, one clear per incident
@@ -389,7 +407,30 @@ async fn clear(slot: &Slot, ctx: &Ctx) -> Result<(), ClearError> {
     {
         warn!(app = %app.id, error = %e, "could not persist the month's clear counter");
     }
-    let calls = slot.health().calls_today(token_api(app), now_ms);
+    // Calls so far (the fleet's, as the store has them) stop counting: the base is kept
+    // in the store, as the difference from the base stored before.
+    let own = slot.health().calls_today(token_api(app), now_ms);
+    let fleet = read_counts(slot, ctx, &today).await.unwrap_or(0);
+    let (calls, stored_base) = ctx.quota.with(&app.id, |s| {
+        let stored = match &s.cleared_at {
+            Some((d, b)) if *d == today => *b,
+            _ => 0,
+        };
+        (own.max(fleet), stored)
+    });
+    if calls > stored_base
+        && let Err(e) = ctx
+            .store
+            .add_usage(
+                today.clone(),
+                app.id.clone(),
+                CLEARED_AT_COUNTER,
+                calls - stored_base,
+            )
+            .await
+    {
+        warn!(app = %app.id, error = %e, "could not persist the clear's base; it holds in memory");
+    }
     ctx.quota.with(&app.id, |s| {
         s.cleared_at = Some((today, calls));
         // WeChat's figures changed: ask again when a status is next asked for.
@@ -493,12 +534,19 @@ impl Keeper {
         let _ = tokio::time::timeout(STATUS_WAIT, task).await;
     }
 
-    /// Reads this month's clears of `app` from the store, once a month (no WeChat call):
-    /// what a listing needs before it shows them.
+    /// Reads `app`'s counts from the store (no WeChat call): this month's clears (once
+    /// a month), and today's calls and clear base (every instance's, and from before a
+    /// restart). What a status or listing shows them from.
     pub async fn load_quota_counts(&self, app: &str) {
-        let month = month_of(&wechat_day(unix_now_ms()));
-        if let Err(e) = load_clears(app, &self.inner.ctx, &month).await {
+        let ctx = &self.inner.ctx;
+        let today = wechat_day(unix_now_ms());
+        if let Err(e) = load_clears(app, ctx, &month_of(&today)).await {
             warn!(app, "{e}");
+        }
+        if let Some(slot) = self.slot_of(&CredentialKey::access_token(app))
+            && let Err(e) = read_counts(&slot, ctx, &today).await
+        {
+            warn!(app, error = %e, "could not read the day's calls from the store");
         }
     }
 

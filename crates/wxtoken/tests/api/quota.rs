@@ -550,3 +550,42 @@ async fn sighup_reloads_the_daily_budget() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn calls_before_a_clear_stay_uncounted_after_a_restart() {
+    let mut app = spawn(
+        emulator(7200, 2000),
+        Setup {
+            app: "daily_budget = 2",
+            ..Setup::default()
+        },
+    )
+    .await;
+    let first = app.token().await;
+    let (code, body) = app
+        .post("/v1/apps/shop/quota/clear", Some(ADMIN_KEY), "")
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["quota"]["used"], 0, "{body}");
+    let (_, body) = app.invalidate(&first).await;
+    assert_eq!(body["refreshed"], true, "{body}");
+    let second = body["access_token"].as_str().expect("token").to_owned();
+    assert_eq!(app.stats().token_calls, 2);
+
+    // Two calls today, one of them after the clear: one of two budgeted.
+    app.restart().await;
+    let quota = &status(&app).await["quota"];
+    assert_eq!(
+        (&quota["used"], &quota["guarded"]),
+        (&Value::from(1), &Value::from(false)),
+        "{quota}"
+    );
+    let (_, body) = app.invalidate(&second).await;
+    assert_eq!(body["refreshed"], true, "within the budget: {body}");
+    assert_eq!(app.stats().token_calls, 3);
+    let (_, body) = app
+        .invalidate(body["access_token"].as_str().expect("token"))
+        .await;
+    assert_eq!(body["refreshed"], false, "the budget is reached: {body}");
+    assert_eq!(app.stats().token_calls, 3);
+}
