@@ -310,7 +310,15 @@ async fn refresh(
         Some(coordination) => shared::refresh(slot, ctx, coordination, invalidating, seen).await,
         None => fetch(slot, ctx, invalidating, true).await,
     };
-    result.map_err(|failure| record_failure(slot, failure))
+    result.map_err(|failure| {
+        if !slot.of_authorizer() && !matches!(*failure, Failure::ForceRefused(_)) {
+            let held = slot.current.load().as_deref().map(|t| t.generation);
+            let app = &slot.key.app;
+            ctx.history
+                .failed(app, slot.key.kind, held, failure.to_string());
+        }
+        record_failure(slot, failure)
+    })
 }
 
 /// Fetches from WeChat and installs. `may_force`: whether a stable-mode force_refresh
@@ -784,6 +792,10 @@ pub(super) async fn install(
         next_refresh_in_ms = delay.as_millis() as u64,
         "credential installed"
     );
+    if renewed && !slot.of_authorizer() {
+        ctx.history
+            .refreshed(&slot.key.app, slot.key.kind, generation);
+    }
     if renewed {
         metrics::counter!("wxtoken_token_renewals_total", "app" => slot.key.app.clone(), "kind" => kind)
             .increment(1);
@@ -880,6 +892,10 @@ fn take_stored(slot: &Slot, ctx: &Ctx, stored: Token, over: bool) -> bool {
         health.consecutive_failures = 0;
     }
     slot.outcome.send_modify(|o| o.installs += 1);
+    if !slot.of_authorizer() {
+        ctx.history
+            .refreshed(&slot.key.app, slot.key.kind, generation);
+    }
     true
 }
 

@@ -7,6 +7,7 @@
 
 mod budget;
 mod driver;
+pub mod history;
 mod platform;
 pub mod schedule;
 mod shared;
@@ -195,6 +196,8 @@ pub(crate) struct Ctx {
     pub ticket_budget: TicketBudget,
     /// Whether the shared store has been failing long enough to be taken for down.
     pub store_health: shared::StoreHealth,
+    /// Each app's recent refreshes and failures, for the dashboard's timeline.
+    pub history: history::History,
 }
 
 /// One app's credentials.
@@ -267,6 +270,7 @@ impl Keeper {
             owner: hex::encode(owner),
             ticket_budget: TicketBudget::default(),
             store_health: shared::StoreHealth::default(),
+            history: history::History::default(),
         });
 
         let mut built = HashMap::new();
@@ -554,6 +558,13 @@ impl Keeper {
         let mut status = status::of(&slots.token, &tickets, &self.inner.ctx.settings);
         status.component = self.component_status(app);
         Some(status)
+    }
+
+    /// `app`'s refreshes and failures at or after `since_ms` (unix ms), within the last
+    /// day, oldest first; `None` for an unknown app.
+    pub fn timeline(&self, app: &str, since_ms: u64) -> Option<Vec<history::Event>> {
+        self.has_app(app)
+            .then(|| self.inner.ctx.history.since(app, since_ms, unix_now_ms()))
     }
 
     /// Stops every driver (in-flight upstream calls are awaited up to `grace`).
