@@ -240,11 +240,12 @@ function renderTimeline(events) {
   }
   for (const e of events || []) {
     if (e.at < from) continue;
-    const x = Math.min(1439, (e.at - from) / 60000);
+    // Three minutes wide so a single mark shows at any page width; the newest end inside.
+    const x = Math.min(1437, (e.at - from) / 60000);
     const failed = e.event === "failed";
     const mark = svg("rect", {
       class: "mark " + (failed ? "failed" : "refreshed"),
-      x: x.toFixed(2), y: failed ? 2 : 6, width: 2, height: failed ? 24 : 16,
+      x: x.toFixed(2), y: failed ? 2 : 6, width: 3, height: failed ? 24 : 16,
       "data-at": e.at,
       "data-credential": e.credential,
       "data-generation": e.generation ?? "",
@@ -256,8 +257,13 @@ function renderTimeline(events) {
     mark.append(tip);
     box.append(mark);
   }
+  const shown = (events || []).filter((e) => e.at >= from);
+  const failures = shown.filter((e) => e.event === "failed").length;
+  const summary = events === null
+    ? "timeline unavailable"
+    : `${shown.length - failures} refreshes, ${failures} failures in 24 h`;
   const axis = el("div", { class: "axis" },
-    el("span", {}, "24 h ago"), el("span", {}, "12 h ago"), el("span", {}, "now"));
+    el("span", {}, "24 h ago"), el("span", { class: "timeline-summary" }, summary), el("span", {}, "now"));
   return el("div", { class: "timeline-box" }, box, axis);
 }
 

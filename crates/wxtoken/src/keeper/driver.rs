@@ -313,9 +313,8 @@ async fn refresh(
     result.map_err(|failure| {
         if !slot.of_authorizer() && !matches!(*failure, Failure::ForceRefused(_)) {
             let held = slot.current.load().as_deref().map(|t| t.generation);
-            let app = &slot.key.app;
             ctx.history
-                .failed(app, slot.key.kind, held, failure.to_string());
+                .failed(&slot.key.app, slot.key.kind, held, &failure);
         }
         record_failure(slot, failure)
     })

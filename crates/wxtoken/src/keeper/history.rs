@@ -9,7 +9,9 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use super::Failure;
 use crate::credential::{CredentialKind, unix_now_ms};
+use crate::wechat::UpstreamError;
 
 /// How long an event is kept: the dashboard shows one day.
 pub const KEEP_MS: u64 = 24 * 3_600_000;
@@ -51,6 +53,17 @@ pub fn credential_name(kind: CredentialKind) -> String {
     }
 }
 
+/// A failure as the timeline shows it: its message, and WeChat's errcode if it gave one.
+pub fn describe(failure: &Failure) -> String {
+    match failure {
+        Failure::Upstream(UpstreamError {
+            errcode: Some(code),
+            ..
+        }) => format!("{failure} (errcode {code})"),
+        _ => failure.to_string(),
+    }
+}
+
 /// Every app's ring of events.
 #[derive(Debug, Default)]
 pub struct History {
@@ -74,7 +87,7 @@ impl History {
     }
 
     /// Records that a refresh of `kind` of `app` failed with `error`.
-    pub fn failed(&self, app: &str, kind: CredentialKind, held: Option<u64>, error: String) {
+    pub fn failed(&self, app: &str, kind: CredentialKind, held: Option<u64>, error: &Failure) {
         self.push(
             app,
             Event {
@@ -82,7 +95,7 @@ impl History {
                 credential: credential_name(kind),
                 event: EventKind::Failed,
                 generation: held,
-                error: Some(error),
+                error: Some(describe(error)),
             },
         );
     }
@@ -189,12 +202,17 @@ mod tests {
             "shop",
             CredentialKind::Ticket(TicketType::WxCard),
             None,
-            "boom".into(),
+            &Failure::Upstream(UpstreamError {
+                class: crate::wechat::ErrorClass::Configuration,
+                errcode: Some(40164),
+                message: "invalid ip".into(),
+                rid: None,
+            }),
         );
         let json = serde_json::to_value(&history.since("shop", 0, unix_now_ms())[0]).unwrap();
         assert_eq!(json["credential"], "ticket/wx_card");
         assert_eq!(json["event"], "failed");
-        assert_eq!(json["error"], "boom");
+        assert_eq!(json["error"], "invalid ip (errcode 40164)");
         assert!(json["generation"].is_null());
         history.forget("shop");
         assert!(history.since("shop", 0, unix_now_ms()).is_empty());

@@ -1,0 +1,224 @@
+//! The dashboard in a real browser: headless Chromium driven by chromedriver over
+//! WebDriver. Needs the Debian packages `chromium` and `chromium-driver` (scripts/test
+//! installs them); without them the test fails rather than pass unseen.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use crate::helpers::{KEY, Options, spawn_app_with};
+
+/// How long the page may take to show something: it refreshes every 5 s.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The first of `names` found on PATH (or as an absolute path).
+fn find_program(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    names.iter().find_map(|name| {
+        if Path::new(name).is_absolute() {
+            return Path::new(name).is_file().then(|| PathBuf::from(name));
+        }
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+fn required(names: &[&str], package: &str) -> PathBuf {
+    find_program(names).unwrap_or_else(|| {
+        panic!(
+            "the dashboard test needs {} (Debian package `{package}`); run scripts/test, \
+             which installs it, or `apt-get install -y chromium chromium-driver`",
+            names[0]
+        )
+    })
+}
+
+/// A chromedriver on a free loopback port, killed when dropped.
+struct Driver {
+    _child: Child,
+    url: String,
+}
+
+async fn start_chromedriver(program: &Path) -> Driver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = Command::new(program)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromedriver starts");
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let ready = http
+            .get(format!("{url}/status"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success());
+        if let Some(response) = ready {
+            let status: Value = response.json().await.unwrap_or_default();
+            if status["value"]["ready"] == true {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "chromedriver did not get ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Driver { _child: child, url }
+}
+
+async fn open_browser(driver: &Driver, chromium: &Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                     "--disable-gpu", "--window-size=1280,1000"],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a browser session")
+}
+
+/// Evaluates `script` (a function body that returns a value) in the page until
+/// `done` holds for its result; returns that result.
+async fn until(browser: &Client, what: &str, script: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let value = browser.execute(script, vec![]).await.expect("script runs");
+        if done(&value) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: the page shows {value}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn eval(browser: &Client, script: &str) -> Value {
+    browser.execute(script, vec![]).await.expect("script runs")
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_an_app_its_new_refreshes_and_no_admin_actions_to_a_read_key() {
+    let chromium = required(
+        &["chromium", "chromium-browser", "google-chrome"],
+        "chromium",
+    );
+    let chromedriver = required(&["chromedriver"], "chromium-driver");
+
+    // Classic mode: an invalidation fetches a new token at once.
+    let app = spawn_app_with(Options {
+        mode: "classic",
+        ..Options::default()
+    })
+    .await;
+    let first = app.token().await;
+    let driver = start_chromedriver(&chromedriver).await;
+    let browser = open_browser(&driver, &chromium).await;
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(drive(
+        &app, &browser, &first,
+    )))
+    .await;
+    // Closed whatever happened, so no browser outlives the test.
+    let closed = browser.close().await;
+    let screenshot = outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    closed.expect("the session closes");
+
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    std::fs::write(&path, &screenshot).expect("write the screenshot");
+    println!("dashboard screenshot: {}", path.display());
+    assert!(screenshot.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+    // The page only reads status and timelines: the token at start and the one the
+    // invalidation fetched are all that reached WeChat.
+    assert_eq!(app.upstream_calls(), 2);
+}
+
+/// Signs in, watches the page, triggers a refresh; returns a screenshot.
+async fn drive(app: &crate::helpers::TestApp, browser: &Client, first: &str) -> Vec<u8> {
+    browser
+        .goto(&format!("{}/ui", app.base))
+        .await
+        .expect("the page opens");
+    let key = browser
+        .find(Locator::Css("#key"))
+        .await
+        .expect("a key field");
+    key.send_keys(KEY).await.expect("type the key");
+    browser
+        .find(Locator::Css("#sign-in-form button[type=submit]"))
+        .await
+        .expect("a sign-in button")
+        .click()
+        .await
+        .expect("sign in");
+
+    let state = r#"const n = document.querySelector('[data-app="shop"] .state');
+                   return n ? n.textContent : null;"#;
+    until(browser, "shop's state", state, |v| v == "ok").await;
+    let marks = r#"return [...document.querySelectorAll('[data-app="shop"] .mark.refreshed')]
+                   .map(m => m.getAttribute('data-generation'));"#;
+    let before = until(browser, "shop's first refresh", marks, |v| {
+        v == &json!(["1"])
+    })
+    .await;
+    assert_eq!(before, json!(["1"]));
+
+    // The key lacks `admin`: no admin section, no remove or revoke button.
+    let admin = r#"return {
+        hidden: document.getElementById('admin').hidden,
+        remove: document.querySelectorAll('.remove-app').length,
+        revoke: document.querySelectorAll('.revoke-client').length,
+        signIn: document.getElementById('sign-in').hidden };"#;
+    assert_eq!(
+        eval(browser, admin).await,
+        json!({"hidden": true, "remove": 0, "revoke": 0, "signIn": true})
+    );
+    // An app that fails shows red marks.
+    let failed = r#"return document.querySelectorAll('[data-app="other"] .mark.failed').length;"#;
+    until(browser, "other's failures", failed, |v| {
+        v.as_u64() >= Some(1)
+    })
+    .await;
+
+    let (status, body) = app.invalidate(first).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["refreshed"], true);
+    until(
+        browser,
+        "shop's refresh after the invalidation",
+        marks,
+        |v| v == &json!(["1", "2"]),
+    )
+    .await;
+
+    // The time left ticks down from the status, and no token is on the page.
+    let left =
+        r#"return document.querySelector('[data-app="shop"] [data-left-until]').textContent;"#;
+    until(browser, "shop's time left", left, |v| {
+        v.as_str()
+            .is_some_and(|s| s.starts_with("1h 5") || s.starts_with("2h 00m"))
+    })
+    .await;
+    let current = app.token().await;
+    let text = eval(browser, "return document.documentElement.outerHTML;").await;
+    let text = text.as_str().expect("the page's HTML");
+    assert!(!text.contains(first) && !text.contains(&current));
+    assert!(!text.contains(KEY), "the key is not shown");
+
+    browser.screenshot().await.expect("a screenshot")
+}
