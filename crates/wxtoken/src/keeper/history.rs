@@ -173,7 +173,7 @@ mod tests {
         // Not listed once a day has passed, even before anything new is pushed.
         assert_eq!(history.since("shop", 0, day0 + KEEP_MS + 1).len(), 1);
         history.push("shop", at(day0 + KEEP_MS + 1, EventKind::Refreshed));
-        let ring = history.apps.lock().unwrap();
+        let ring = history.apps.lock().expect("not poisoned");
         let kept: Vec<u64> = ring["shop"].iter().map(|e| e.at).collect();
         assert_eq!(kept, vec![day0 + 1, day0 + KEEP_MS + 1]);
     }
@@ -209,7 +209,8 @@ mod tests {
                 rid: None,
             }),
         );
-        let json = serde_json::to_value(&history.since("shop", 0, unix_now_ms())[0]).unwrap();
+        let json =
+            serde_json::to_value(&history.since("shop", 0, unix_now_ms())[0]).expect("serializes");
         assert_eq!(json["credential"], "ticket/wx_card");
         assert_eq!(json["event"], "failed");
         assert_eq!(json["error"], "invalid ip (errcode 40164)");
