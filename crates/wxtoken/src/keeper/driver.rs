@@ -792,8 +792,9 @@ pub(super) async fn install(
         "credential installed"
     );
     if renewed && !slot.of_authorizer() {
+        let at = token.fetched_at_ms;
         ctx.history
-            .refreshed(&slot.key.app, slot.key.kind, generation);
+            .refreshed(&slot.key.app, slot.key.kind, generation, at);
     }
     if renewed {
         metrics::counter!("wxtoken_token_renewals_total", "app" => slot.key.app.clone(), "kind" => kind)
@@ -857,10 +858,11 @@ fn take_stored(slot: &Slot, ctx: &Ctx, stored: Token, over: bool) -> bool {
     let now_ms = unix_now_ms();
     let delay = schedule::refresh_delay(&stored, slot.policy(), &ctx.settings, now_ms);
     let kind = slot.key.kind.as_str();
-    let (value, generation, expires_at_ms) = (
+    let (value, generation, expires_at_ms, fetched_at_ms) = (
         stored.redacted().to_string(),
         stored.generation,
         stored.expires_at_ms,
+        stored.fetched_at_ms,
     );
     let taken = if over {
         slot.swap_in(|_| Some(stored.clone())).is_some()
@@ -892,8 +894,8 @@ fn take_stored(slot: &Slot, ctx: &Ctx, stored: Token, over: bool) -> bool {
     }
     slot.outcome.send_modify(|o| o.installs += 1);
     if !slot.of_authorizer() {
-        ctx.history
-            .refreshed(&slot.key.app, slot.key.kind, generation);
+        let (app, kind) = (&slot.key.app, slot.key.kind);
+        ctx.history.refreshed(app, kind, generation, fetched_at_ms);
     }
     true
 }

@@ -72,17 +72,20 @@ pub struct History {
 }
 
 impl History {
-    /// Records that `kind` of `app` got a new value of `generation`.
-    pub fn refreshed(&self, app: &str, kind: CredentialKind, generation: u64) {
+    /// Records that `kind` of `app` got a new value of `generation`, fetched at `at_ms`
+    /// (unix ms; by this instance or, for a value adopted or loaded, by whichever fetched
+    /// it, so every instance of a fleet shows the same time).
+    pub fn refreshed(&self, app: &str, kind: CredentialKind, generation: u64, at_ms: u64) {
         self.push(
             app,
             Event {
-                at: unix_now_ms(),
+                at: at_ms,
                 credential: credential_name(kind),
                 event: EventKind::Refreshed,
                 generation: Some(generation),
                 error: None,
             },
+            unix_now_ms(),
         );
     }
 
@@ -97,12 +100,14 @@ impl History {
                 generation: held,
                 error: Some(describe(error)),
             },
+            unix_now_ms(),
         );
     }
 
-    /// Adds `event` and drops what is older than [`KEEP_MS`] or beyond [`CAP_PER_APP`].
-    pub fn push(&self, app: &str, event: Event) {
-        let oldest = event.at.saturating_sub(KEEP_MS);
+    /// Adds `event` in time order and drops what is older than [`KEEP_MS`] or beyond
+    /// [`CAP_PER_APP`].
+    pub fn push(&self, app: &str, event: Event, now_ms: u64) {
+        let oldest = now_ms.max(event.at).saturating_sub(KEEP_MS);
         let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
         let ring = match apps.get_mut(app) {
             Some(ring) => ring,
@@ -111,7 +116,15 @@ impl History {
         while ring.front().is_some_and(|e| e.at < oldest) || ring.len() >= CAP_PER_APP {
             ring.pop_front();
         }
-        ring.push_back(event);
+        if event.at < oldest {
+            return;
+        }
+        // Nearly always at the end; a value loaded or adopted may be older than the last.
+        let at = ring
+            .iter()
+            .rposition(|e| e.at <= event.at)
+            .map_or(0, |i| i + 1);
+        ring.insert(at, event);
     }
 
     /// `app`'s events at or after `since_ms` (unix ms) and within the last [`KEEP_MS`]
@@ -152,9 +165,9 @@ mod tests {
     fn events_are_listed_oldest_first_from_since() {
         let history = History::default();
         for ms in [1_000, 2_000, 3_000] {
-            history.push("shop", at(ms, EventKind::Refreshed));
+            history.push("shop", at(ms, EventKind::Refreshed), ms);
         }
-        history.push("other", at(2_500, EventKind::Failed));
+        history.push("other", at(2_500, EventKind::Failed), 2_500);
         let got: Vec<u64> = history
             .since("shop", 2_000, 4_000)
             .iter()
@@ -168,14 +181,30 @@ mod tests {
     fn events_older_than_a_day_are_dropped_and_not_listed() {
         let history = History::default();
         let day0 = 10 * KEEP_MS;
-        history.push("shop", at(day0, EventKind::Refreshed));
-        history.push("shop", at(day0 + 1, EventKind::Failed));
+        history.push("shop", at(day0, EventKind::Refreshed), day0);
+        history.push("shop", at(day0 + 1, EventKind::Failed), day0 + 1);
         // Not listed once a day has passed, even before anything new is pushed.
         assert_eq!(history.since("shop", 0, day0 + KEEP_MS + 1).len(), 1);
-        history.push("shop", at(day0 + KEEP_MS + 1, EventKind::Refreshed));
+        history.push(
+            "shop",
+            at(day0 + KEEP_MS + 1, EventKind::Refreshed),
+            day0 + KEEP_MS + 1,
+        );
         let ring = history.apps.lock().expect("not poisoned");
         let kept: Vec<u64> = ring["shop"].iter().map(|e| e.at).collect();
         assert_eq!(kept, vec![day0 + 1, day0 + KEEP_MS + 1]);
+    }
+
+    #[test]
+    fn an_older_event_is_put_in_time_order_and_one_older_than_a_day_is_not_kept() {
+        let history = History::default();
+        let now = 3 * KEEP_MS;
+        history.push("shop", at(now, EventKind::Refreshed), now);
+        // A value loaded from the store or adopted: fetched before the last event.
+        history.push("shop", at(now - 5_000, EventKind::Refreshed), now);
+        history.push("shop", at(now - KEEP_MS - 1, EventKind::Refreshed), now);
+        let got: Vec<u64> = history.since("shop", 0, now).iter().map(|e| e.at).collect();
+        assert_eq!(got, vec![now - 5_000, now]);
     }
 
     #[test]
@@ -183,7 +212,7 @@ mod tests {
         let history = History::default();
         let base = 5 * KEEP_MS;
         for i in 0..(CAP_PER_APP as u64 + 10) {
-            history.push("shop", at(base + i, EventKind::Refreshed));
+            history.push("shop", at(base + i, EventKind::Refreshed), base + i);
         }
         let events = history.since("shop", 0, base + CAP_PER_APP as u64 + 10);
         assert_eq!(events.len(), CAP_PER_APP);

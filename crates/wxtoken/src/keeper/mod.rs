@@ -305,6 +305,8 @@ impl Keeper {
                         expires_in = token.expires_in_secs(now_ms),
                         "loaded stored credential"
                     );
+                    let at = token.fetched_at_ms;
+                    ctx.history.refreshed(&app.id, kind, token.generation, at);
                     slot.current.store(Some(Arc::new(token)));
                 }
                 all.push(slot.clone());

@@ -31,7 +31,7 @@ async fn timeline_until(
 
 #[tokio::test]
 async fn the_timeline_shows_each_new_token_with_its_generation_and_nothing_for_a_read() {
-    let app = spawn_app_with(Options {
+    let mut app = spawn_app_with(Options {
         mode: "classic",
         ..Options::default()
     })
@@ -78,6 +78,15 @@ async fn the_timeline_shows_each_new_token_with_its_generation_and_nothing_for_a
         .await;
     assert_eq!(status, 200);
     assert_eq!(body["events"], serde_json::json!([]));
+
+    // After a restart the value loaded from the store is on the timeline, at the time
+    // it was fetched; nothing is fetched for it.
+    let (_, before) = app.get("/v1/apps/shop/timeline", Some(KEY)).await;
+    app.restart().await;
+    let (status, after) = app.get("/v1/apps/shop/timeline", Some(KEY)).await;
+    assert_eq!(status, 200);
+    assert_eq!(after["events"], serde_json::json!([before["events"][1]]));
+    assert_eq!(app.upstream_calls(), 2);
 }
 
 #[tokio::test]
@@ -182,4 +191,68 @@ async fn the_dashboard_is_served_with_a_strict_content_security_policy() {
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_shows_a_value_another_instance_fetched_on_its_timeline() {
+    let redis = crate::redis_server::RedisServer::start().await;
+    let fleet = crate::fleet::spawn_fleet_with(
+        2,
+        "classic",
+        &redis,
+        wechat_emulator::Config::default(),
+        "",
+        "",
+    )
+    .await;
+    let first = fleet.token(0).await;
+    assert_eq!(fleet.token(1).await, first);
+    let (a, b) = (&fleet.instances[0].base, &fleet.instances[1].base);
+    let response = fleet
+        .http
+        .post(format!("{a}/v1/apps/shop/access_token/invalidate"))
+        .bearer_auth(KEY)
+        .json(&serde_json::json!({ "access_token": first }))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let timeline = |base: &str| {
+        let request = fleet
+            .http
+            .get(format!("{base}/v1/apps/shop/timeline"))
+            .bearer_auth(KEY);
+        async move {
+            let body: Value = request
+                .send()
+                .await
+                .expect("sent")
+                .json()
+                .await
+                .expect("json");
+            body["events"].as_array().expect("events").clone()
+        }
+    };
+    let generations = |events: &[Value]| {
+        let refreshed = events.iter().all(|e| e["event"] == "refreshed");
+        let generations: Vec<&Value> = events.iter().map(|e| &e["generation"]).collect();
+        refreshed && generations == [1, 2]
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let on_b = loop {
+        let events = timeline(b).await;
+        if generations(&events) {
+            break events;
+        }
+        assert!(Instant::now() < deadline, "instance B shows {events:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The same events at the same times (when the value was fetched), whichever
+    // instance fetched it.
+    assert_eq!(timeline(a).await, on_b);
+    assert_eq!(
+        fleet.calls(),
+        2,
+        "one fetch at start, one for the invalidation"
+    );
 }
