@@ -188,6 +188,9 @@ async fn drive(app: &crate::helpers::TestApp, browser: &Client, first: &str) -> 
         eval(browser, admin).await,
         json!({"hidden": true, "remove": 0, "revoke": 0, "signIn": true})
     );
+    // This server has no alerts route yet (404): the page says so rather than fail.
+    let alerts = r#"return document.getElementById('alerts').textContent;"#;
+    assert_eq!(eval(browser, alerts).await, "no alerts");
     // An app that fails shows red marks.
     let failed = r#"return document.querySelectorAll('[data-app="other"] .mark.failed').length;"#;
     until(browser, "other's failures", failed, |v| {
@@ -214,6 +217,16 @@ async fn drive(app: &crate::helpers::TestApp, browser: &Client, first: &str) -> 
             .is_some_and(|s| s.starts_with("1h 5") || s.starts_with("2h 00m"))
     })
     .await;
+    // The token's age ticks between refreshes.
+    let age = r#"return document.querySelector('[data-app="shop"] [data-age-from]').textContent;"#;
+    let seen = eval(browser, age).await;
+    until(browser, "shop's token age ticking", age, |v| v != &seen).await;
+    let summary =
+        r#"return document.querySelector('[data-app="shop"] .timeline-summary').textContent;"#;
+    assert_eq!(
+        eval(browser, summary).await,
+        "2 refreshes, 0 failures in 24 h"
+    );
     let current = app.token().await;
     let text = eval(browser, "return document.documentElement.outerHTML;").await;
     let text = text.as_str().expect("the page's HTML");
