@@ -191,12 +191,31 @@ async fn drive(app: &crate::helpers::TestApp, browser: &Client, first: &str) -> 
     // This server has no alerts route yet (404): the page says so rather than fail.
     let alerts = r#"return document.getElementById('alerts').textContent;"#;
     assert_eq!(eval(browser, alerts).await, "no alerts");
-    // An app that fails shows red marks.
+    // An app that fails shows red marks and its last error.
     let failed = r#"return document.querySelectorAll('[data-app="other"] .mark.failed').length;"#;
     until(browser, "other's failures", failed, |v| {
         v.as_u64() >= Some(1)
     })
     .await;
+    let error = r#"return document.querySelector('[data-app="other"] .last-error').textContent;"#;
+    let error = eval(browser, error).await;
+    assert!(
+        error
+            .as_str()
+            .is_some_and(|e| e.contains("errcode 40013): invalid appid")),
+        "{error}"
+    );
+    let facts = r#"const row = document.querySelector('[data-app="shop"]');
+        return [row.querySelector('.kind').textContent, row.querySelector('.quota dd').textContent,
+                row.querySelector('.tickets').textContent];"#;
+    assert_eq!(
+        eval(browser, facts).await,
+        json!([
+            "official (classic)",
+            "1 (no budget reported)",
+            "tickets: jsapi not_requested; wx_card not_requested"
+        ])
+    );
 
     let (status, body) = app.invalidate(first).await;
     assert_eq!(status, 200, "{body}");
