@@ -252,5 +252,35 @@ async fn drive(app: &crate::helpers::TestApp, browser: &Client, first: &str) -> 
     assert!(!text.contains(first) && !text.contains(&current));
     assert!(!text.contains(KEY), "the key is not shown");
 
-    browser.screenshot().await.expect("a screenshot")
+    let screenshot = browser.screenshot().await.expect("a screenshot");
+    renders_what_this_server_cannot_send_yet(browser).await;
+    screenshot
+}
+
+/// The page's renderers fed what the admin, alerts and quota routes answer (built
+/// elsewhere): values with markup in them stay text.
+async fn renders_what_this_server_cannot_send_yet(browser: &Client) {
+    let script = r#"
+        renderAdmin([{name: "<img id=evil1 src=x>", apps: ["*"], scopes: ["read", "admin"]}]);
+        renderAlerts({open: [{incident: "i1", kind: "configuration_error", app: "shop",
+                              summary: "<img id=evil2 src=x>", since: 1795608692}],
+                      recent: []});
+        return {
+            admin: !document.getElementById('admin').hidden,
+            client: document.querySelector('#clients tbody td').textContent,
+            revoke: document.querySelectorAll('.revoke-client').length,
+            alert: document.querySelector('#alerts .alert.open').textContent.includes('<img id=evil2 src=x>'),
+            markup: document.querySelectorAll('#evil1, #evil2').length,
+            quota: quotaText({upstream_calls_today: 3, quota: {budget: 1600, used: 3, guarded: false}}),
+            guarded: quotaText({upstream_calls_today: 9, quota: {budget: 8, used: 9, guarded: true}}),
+            wechat: wechatQuota({quota: {wechat: {daily_limit: 2000, used: 9, remain: 1991}}}),
+        };"#;
+    assert_eq!(
+        eval(browser, script).await,
+        json!({
+            "admin": true, "client": "<img id=evil1 src=x>", "revoke": 1, "alert": true,
+            "markup": 0, "quota": "3 / 1600", "guarded": "9 / 8 (guarded)",
+            "wechat": "daily_limit 2000, used 9, remain 1991",
+        })
+    );
 }
