@@ -6,6 +6,8 @@
 //! Data flows one way: HTTP request -> auth -> keeper (memory read) -> response. Only the
 //! keeper talks to [`wechat`] and [`store`].
 
+pub mod admin;
+pub mod alerts;
 pub mod config;
 pub mod credential;
 pub mod demo;
@@ -13,6 +15,7 @@ pub mod gateway;
 pub mod http;
 pub mod jssdk;
 pub mod keeper;
+pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod wechat;

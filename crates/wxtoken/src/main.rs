@@ -61,11 +61,110 @@ enum Command {
         #[arg(long)]
         min_ttl: Option<u64>,
     },
+    /// Manage runtime apps on a running server (needs an admin key).
+    Apps {
+        #[command(subcommand)]
+        command: AppsCommand,
+        #[command(flatten)]
+        server: Remote,
+    },
+    /// Manage client keys on a running server (needs an admin key).
+    Clients {
+        #[command(subcommand)]
+        command: ClientsCommand,
+        #[command(flatten)]
+        server: Remote,
+    },
+    /// Re-encrypt the store's secrets under a new master key, in place. Stop every
+    /// instance first; start them again with the new key.
+    RotateMasterKey {
+        /// The TOML config file (for the store and the current key).
+        #[arg(long, env = "WXTOKEN_CONFIG", default_value = "wxtoken.toml")]
+        config: PathBuf,
+        /// A file with the new key (64 hex characters); or env WXTOKEN_NEW_MASTER_KEY.
+        #[arg(long)]
+        new_key_file: Option<PathBuf>,
+    },
     /// Manage a third-party platform's authorizers on a running server.
     Authorizers {
         #[command(subcommand)]
         command: AuthorizersCommand,
     },
+}
+
+/// Where a running server is, and the key to talk to it.
+#[derive(clap::Args)]
+struct Remote {
+    #[arg(
+        long,
+        global = true,
+        env = "WXTOKEN_SERVER",
+        default_value = "http://127.0.0.1:7200"
+    )]
+    server: String,
+    /// A client key with the admin scope.
+    #[arg(long, global = true, env = "WXTOKEN_KEY", hide_env_values = true)]
+    key: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum AppsCommand {
+    /// Every app with its state.
+    List,
+    /// Add an app (fails if it exists).
+    Add(AppArgs),
+    /// Change an app (or add it).
+    Set(AppArgs),
+    /// Remove an app added at runtime.
+    Remove {
+        /// The app id.
+        id: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct AppArgs {
+    /// The app id (the `{app}` in URLs).
+    id: String,
+    /// official | wecom | component
+    #[arg(long, default_value = "official")]
+    kind: String,
+    #[arg(long)]
+    appid: Option<String>,
+    #[arg(long)]
+    corpid: Option<String>,
+    #[arg(long)]
+    agentid: Option<i64>,
+    /// stable | classic (official apps)
+    #[arg(long)]
+    mode: Option<String>,
+    /// The app secret; read from env WXTOKEN_APP_SECRET when not given.
+    #[arg(long, env = "WXTOKEN_APP_SECRET", hide_env_values = true)]
+    secret: String,
+    /// A component's message token.
+    #[arg(long)]
+    token: Option<String>,
+    /// A component's EncodingAESKey.
+    #[arg(long)]
+    encoding_aes_key: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ClientsCommand {
+    /// Every client (never a key).
+    List,
+    /// Add a client; prints its key once.
+    Add {
+        name: String,
+        /// App ids it may use (repeat), or `*`.
+        #[arg(long = "app", required = true)]
+        apps: Vec<String>,
+        /// read | invalidate | admin (repeat); default read.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+    /// Revoke a client's key on every instance.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand)]
@@ -150,6 +249,15 @@ async fn main() -> ExitCode {
         Command::Authorizers {
             command: AuthorizersCommand::Import { app, server, key },
         } => import_authorizers(&app, &server, &key).await,
+        Command::Apps { command, server } => apps_command(command, &server).await,
+        Command::Clients { command, server } => clients_command(command, &server).await,
+        Command::RotateMasterKey {
+            config,
+            new_key_file,
+        } => {
+            init_tracing("warn");
+            rotate_master_key(&config, new_key_file.as_deref()).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -171,7 +279,9 @@ async fn serve(config: PathBuf) -> anyhow::Result<()> {
                 settings.server.listen
             )
         })?;
-    let server = Server::build(&settings, listener).await?;
+    let server = Server::build(&settings, listener)
+        .await?
+        .reload_on_sighup(config);
     server.run(shutdown_signal()).await?;
     Ok(())
 }
@@ -263,4 +373,192 @@ async fn token(app: &str, server: &str, key: &str, min_ttl: Option<u64>) -> anyh
         }
         _ => Err(error_line(status, &body)),
     }
+}
+
+/// One admin call to a running server: the answer's JSON (or `null` for 204), or the
+/// server's error as one line.
+async fn admin_call(
+    remote: &Remote,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let key = remote
+        .key
+        .as_deref()
+        .context("an admin key is needed: --key or WXTOKEN_KEY")?;
+    let url = format!("{}{path}", remote.server.trim_end_matches('/'));
+    let mut request = reqwest::Client::new()
+        .request(method, &url)
+        .bearer_auth(key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("Failed to reach {}", remote.server))?;
+    let status = response.status();
+    if status == reqwest::StatusCode::NO_CONTENT {
+        return Ok(serde_json::Value::Null);
+    }
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .with_context(|| format!("{} did not answer JSON (HTTP {status})", remote.server))?;
+    if !status.is_success() {
+        return Err(error_line(status, &body));
+    }
+    Ok(body)
+}
+
+async fn apps_command(command: AppsCommand, remote: &Remote) -> anyhow::Result<()> {
+    match command {
+        AppsCommand::List => {
+            let body = admin_call(remote, reqwest::Method::GET, "/v1/apps", None).await?;
+            let apps = body["apps"].as_array().cloned().unwrap_or_default();
+            println!(
+                "{:<24} {:<10} {:<20} {:>10}  last error",
+                "id", "kind", "appid", "expires_in"
+            );
+            for app in apps {
+                println!(
+                    "{:<24} {:<10} {:<20} {:>10}  {}",
+                    app["id"].as_str().unwrap_or("?"),
+                    app["kind"].as_str().unwrap_or("?"),
+                    app["appid"].as_str().unwrap_or("-"),
+                    app["token"]["expires_in"]
+                        .as_u64()
+                        .map_or("-".to_owned(), |n| n.to_string()),
+                    app["last_error"]["message"].as_str().unwrap_or("-"),
+                );
+            }
+        }
+        AppsCommand::Add(args) => {
+            let path = format!("/v1/apps/{}", args.id);
+            let exists = admin_call(remote, reqwest::Method::GET, &path, None)
+                .await
+                .is_ok();
+            anyhow::ensure!(
+                !exists,
+                "app `{}` exists already; use `wxtoken apps set`",
+                args.id
+            );
+            put_app(remote, args).await?;
+        }
+        AppsCommand::Set(args) => put_app(remote, args).await?,
+        AppsCommand::Remove { id } => {
+            admin_call(
+                remote,
+                reqwest::Method::DELETE,
+                &format!("/v1/apps/{id}"),
+                None,
+            )
+            .await?;
+            println!("removed app {id}");
+        }
+    }
+    Ok(())
+}
+
+async fn put_app(remote: &Remote, args: AppArgs) -> anyhow::Result<()> {
+    let mut body = serde_json::json!({ "kind": args.kind, "secret": args.secret });
+    for (field, value) in [
+        ("appid", args.appid),
+        ("corpid", args.corpid),
+        ("mode", args.mode),
+        ("token", args.token),
+        ("encoding_aes_key", args.encoding_aes_key),
+    ] {
+        if let Some(value) = value {
+            body[field] = serde_json::Value::String(value);
+        }
+    }
+    if let Some(agentid) = args.agentid {
+        body["agentid"] = agentid.into();
+    }
+    let path = format!("/v1/apps/{}", args.id);
+    let status = admin_call(remote, reqwest::Method::PUT, &path, Some(body)).await?;
+    println!(
+        "app {} ({}) is kept; token expires_in: {}",
+        args.id,
+        status["kind"].as_str().unwrap_or("?"),
+        status["token"]["expires_in"]
+            .as_u64()
+            .map_or("not yet fetched".to_owned(), |n| n.to_string())
+    );
+    Ok(())
+}
+
+async fn clients_command(command: ClientsCommand, remote: &Remote) -> anyhow::Result<()> {
+    match command {
+        ClientsCommand::List => {
+            let body = admin_call(remote, reqwest::Method::GET, "/v1/clients", None).await?;
+            println!("{:<24} {:<8} {:<28} apps", "name", "origin", "scopes");
+            for client in body["clients"].as_array().cloned().unwrap_or_default() {
+                let list = |field: &str| {
+                    client[field]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|v| v.as_str())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .unwrap_or_default()
+                };
+                println!(
+                    "{:<24} {:<8} {:<28} {}",
+                    client["name"].as_str().unwrap_or("?"),
+                    client["origin"].as_str().unwrap_or("?"),
+                    list("scopes"),
+                    list("apps"),
+                );
+            }
+        }
+        ClientsCommand::Add { name, apps, scopes } => {
+            let scopes = if scopes.is_empty() {
+                vec!["read".to_owned()]
+            } else {
+                scopes
+            };
+            let body = serde_json::json!({ "name": name, "apps": apps, "scopes": scopes });
+            let created =
+                admin_call(remote, reqwest::Method::POST, "/v1/clients", Some(body)).await?;
+            println!("# the key of {name} (shown once; the server keeps only its sha256)");
+            println!("{}", created["key"].as_str().unwrap_or("?"));
+        }
+        ClientsCommand::Revoke { name } => {
+            admin_call(
+                remote,
+                reqwest::Method::DELETE,
+                &format!("/v1/clients/{name}"),
+                None,
+            )
+            .await?;
+            println!("revoked client {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn rotate_master_key(
+    config: &std::path::Path,
+    new_key_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let settings = Settings::load(config)?;
+    let new_key = match (new_key_file, std::env::var("WXTOKEN_NEW_MASTER_KEY")) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            wxtoken::secrets::MasterKey::from_hex(&text, "--new-key-file")?
+        }
+        (None, Ok(hex)) => wxtoken::secrets::MasterKey::from_hex(&hex, "WXTOKEN_NEW_MASTER_KEY")?,
+        (None, Err(_)) => {
+            anyhow::bail!("give the new key with --new-key-file or WXTOKEN_NEW_MASTER_KEY")
+        }
+    };
+    let report = wxtoken::server::rotate_master_key(&settings, new_key).await?;
+    println!("{report}");
+    Ok(())
 }

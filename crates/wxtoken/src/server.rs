@@ -10,11 +10,13 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tracing::info;
 
+use crate::admin::{self, Admin};
 use crate::config::{Settings, StoreSettings};
 use crate::gateway::Gateway;
 use crate::http::{self, AppState};
 use crate::keeper::Keeper;
-use crate::store::{RedisOptions, RedisStore, SqliteStore, Store, StoreError};
+use crate::secrets::{self, MasterKey, SealedStore, Sealer};
+use crate::store::{RedisOptions, RedisStore, Registry, SqliteStore, Store, StoreError};
 use crate::wechat::{TokenApi, WechatClient};
 
 /// After a shutdown signal, open requests get this long to finish.
@@ -54,6 +56,134 @@ pub enum StartError {
     Http(#[from] reqwest::Error),
     #[error("cannot serve")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Secrets(#[from] crate::secrets::SecretsError),
+}
+
+/// Opens (and migrates) the configured store.
+pub async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
+    let store: Arc<dyn Store> = match &settings.store {
+        StoreSettings::Sqlite { path } => Arc::new(SqliteStore::open(path)?),
+        StoreSettings::Redis {
+            url,
+            cluster,
+            seeds,
+            op_timeout,
+            tls_ca_file,
+        } => {
+            let tls_ca_pem = match tls_ca_file {
+                Some(path) => Some(std::fs::read(path).map_err(|source| StartError::TlsCa {
+                    path: path.clone(),
+                    source,
+                })?),
+                None => None,
+            };
+            Arc::new(
+                RedisStore::connect(RedisOptions {
+                    url: url.clone(),
+                    cluster: *cluster,
+                    seeds: seeds.clone(),
+                    op_timeout: *op_timeout,
+                    tls_ca_pem,
+                })
+                .await?,
+            )
+        }
+    };
+    Ok(store)
+}
+
+/// `wxtoken rotate-master-key`: re-seals every secret the store holds (runtime apps'
+/// secrets, authorizer refresh tokens) under `new_key`, then the check value. Values
+/// already under the new key (an interrupted run) are taken as they are, so a second
+/// run finishes the job. Run it with every instance stopped.
+pub async fn rotate_master_key(
+    settings: &Settings,
+    new_key: MasterKey,
+) -> Result<String, StartError> {
+    let store = open_store(settings).await?;
+    let old_key = MasterKey::from_env_or_file(settings.server.master_key_file.as_deref())?;
+    let check = store
+        .registry_list(Registry::Meta)
+        .await?
+        .into_iter()
+        .find(|(id, _)| id == secrets::CHECK_ID)
+        .map(|(_, v)| v);
+    // Already rotated (the check value opens with the new key): nothing to do but say so.
+    if check
+        .as_deref()
+        .is_some_and(|c| secrets::opens_check(&new_key, c))
+    {
+        return Ok("the store is already under the new master key".to_owned());
+    }
+    secrets::verify_master_key(store.as_ref(), old_key.as_ref()).await?;
+    let reseal = |aad: &str, stored: &str| -> Result<String, StartError> {
+        let plain = match (&old_key, secrets::is_sealed(stored)) {
+            (_, false) => stored.to_owned(),
+            (Some(old), true) => match old.open(aad, stored) {
+                Ok(plain) => plain,
+                Err(_) => new_key.open(aad, stored)?,
+            },
+            (None, true) => new_key.open(aad, stored)?,
+        };
+        Ok(new_key.seal(aad, &plain))
+    };
+    let mut apps = 0;
+    let mut components: Vec<String> = settings
+        .apps
+        .iter()
+        .filter(|a| a.kind == crate::config::AppKind::Component)
+        .map(|a| a.id.clone())
+        .collect();
+    for (id, stored) in store.registry_list(Registry::Apps).await? {
+        let mut spec: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&stored)
+            .map_err(|e| StoreError::Corrupt(format!("runtime app {id}: {e}")))?;
+        if spec.get("kind").and_then(|k| k.as_str()) == Some("component") {
+            components.push(id.clone());
+        }
+        for field in ["secret", "token", "encoding_aes_key"] {
+            if let Some(serde_json::Value::String(value)) = spec.get(field) {
+                let resealed = reseal(&secrets::app_aad(&id, field), value)?;
+                spec.insert(field.to_owned(), serde_json::Value::String(resealed));
+            }
+        }
+        store
+            .registry_put(
+                Registry::Apps,
+                id,
+                serde_json::Value::Object(spec).to_string(),
+            )
+            .await?;
+        apps += 1;
+    }
+    let mut authorizers = 0;
+    for component in components {
+        let mut after = None;
+        loop {
+            let page = store
+                .list_authorizers(component.clone(), after.clone(), 500)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.appid.clone());
+            for mut record in page {
+                let aad = secrets::authorizer_aad(&component, &record.appid);
+                record.refresh_token = reseal(&aad, &record.refresh_token)?;
+                record.version += 1;
+                store.save_authorizer(component.clone(), record).await?;
+                authorizers += 1;
+            }
+        }
+    }
+    store
+        .registry_put(
+            Registry::Meta,
+            secrets::CHECK_ID.to_owned(),
+            secrets::check_value(&new_key),
+        )
+        .await?;
+    Ok(format!(
+        "re-encrypted under the new master key: {apps} runtime apps, {authorizers} authorizer refresh tokens; start every instance with the new key"
+    ))
 }
 
 /// A built server, not yet serving.
@@ -62,6 +192,9 @@ pub struct Server {
     listener: TcpListener,
     router: axum::Router,
     keeper: Keeper,
+    state: AppState,
+    /// The config file SIGHUP reloads, if any.
+    config_path: Option<std::path::PathBuf>,
 }
 
 /// The process-wide Prometheus recorder: the `metrics` facade allows one, and tests run
@@ -115,36 +248,7 @@ impl Server {
     /// Opens the store, loads stored tokens and starts the keeper. Upstream calls begin
     /// here for apps with no valid stored token.
     pub async fn build(settings: &Settings, listener: TcpListener) -> Result<Self, StartError> {
-        let store: Arc<dyn Store> = match &settings.store {
-            StoreSettings::Sqlite { path } => Arc::new(SqliteStore::open(path)?),
-            StoreSettings::Redis {
-                url,
-                cluster,
-                seeds,
-                op_timeout,
-                tls_ca_file,
-            } => {
-                let tls_ca_pem = match tls_ca_file {
-                    Some(path) => {
-                        Some(std::fs::read(path).map_err(|source| StartError::TlsCa {
-                            path: path.clone(),
-                            source,
-                        })?)
-                    }
-                    None => None,
-                };
-                Arc::new(
-                    RedisStore::connect(RedisOptions {
-                        url: url.clone(),
-                        cluster: *cluster,
-                        seeds: seeds.clone(),
-                        op_timeout: *op_timeout,
-                        tls_ca_pem,
-                    })
-                    .await?,
-                )
-            }
-        };
+        let store = open_store(settings).await?;
         let api: Arc<dyn TokenApi> = Arc::new(WechatClient::new(&settings.upstream)?);
         Self::build_with(settings, listener, store, api).await
     }
@@ -158,12 +262,35 @@ impl Server {
     ) -> Result<Self, StartError> {
         // The recorder first, so that the keeper's first upstream calls are counted.
         let metrics = metrics_handle();
-        let keeper =
-            Keeper::start(&settings.apps, settings.keeper.clone(), api, store.clone()).await?;
+        // The master key is checked before anything reads or writes the store's data.
+        let master_key = MasterKey::from_env_or_file(settings.server.master_key_file.as_deref())?;
+        secrets::verify_master_key(store.as_ref(), master_key.as_ref()).await?;
+        let sealer = Sealer::new(master_key);
+        if !sealer.enabled() {
+            tracing::warn!(
+                "no master key (WXTOKEN_MASTER_KEY or server.master_key_file): secrets of \
+                 runtime apps and authorizer refresh tokens are stored in plaintext"
+            );
+        }
+        let store: Arc<dyn Store> = Arc::new(SealedStore::new(store, sealer.clone()));
+        let runtime = admin::stored_apps(store.as_ref(), &sealer, &settings.apps).await?;
+        let mut apps = settings.apps.clone();
+        apps.extend(runtime.apps.iter().cloned());
+        let keeper = Keeper::start(&apps, settings.keeper.clone(), api, store.clone()).await?;
+        let admin = Admin::new(
+            keeper.clone(),
+            store.clone(),
+            sealer,
+            &settings.apps,
+            settings.clients.clone(),
+            runtime,
+        );
+        // Runtime clients.
+        admin.sync(false).await?;
         let gateway = Gateway::new(keeper.clone(), &settings.upstream, &settings.gateway)?;
         let state = AppState::new(
             keeper.clone(),
-            settings.clients.iter().cloned().map(Arc::new).collect(),
+            admin,
             store,
             metrics,
             gateway,
@@ -171,9 +298,23 @@ impl Server {
         );
         Ok(Self {
             listener,
-            router: http::router(state),
+            router: http::router(state.clone()),
             keeper,
+            state,
+            config_path: None,
         })
+    }
+
+    /// Reloads `path` on SIGHUP (apps and clients; a bad file is refused and the
+    /// running config kept).
+    pub fn reload_on_sighup(mut self, path: std::path::PathBuf) -> Self {
+        self.config_path = Some(path);
+        self
+    }
+
+    /// The shared state of the routes (admin changes in tests).
+    pub fn state(&self) -> &AppState {
+        &self.state
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -192,6 +333,11 @@ impl Server {
     ) -> std::io::Result<()> {
         let addr = self.listener.local_addr()?;
         info!(%addr, "wxtoken listening");
+        let follower = tokio::spawn(follow_registry(self.state.clone()));
+        let reloader = self
+            .config_path
+            .clone()
+            .map(|path| tokio::spawn(reload_on_sighup(self.state.clone(), path)));
         let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
         let graceful = async move {
             shutdown.await;
@@ -216,8 +362,71 @@ impl Server {
             result = serve => result?,
             () = drain_deadline => tracing::warn!("requests still open after {DRAIN_TIMEOUT:?}; closing"),
         }
+        follower.abort();
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
         self.keeper.shutdown(KEEPER_STOP_TIMEOUT).await;
         info!("stopped");
         Ok(())
     }
+}
+
+/// Applies runtime app and client changes made on any instance (polling the store's
+/// registry version).
+async fn follow_registry(state: AppState) {
+    let mut tick = tokio::time::interval(admin::POLL_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match state.admin.poll().await {
+            Ok(true) => state.apps_changed(),
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "could not read the registry; trying again"),
+        }
+    }
+}
+
+/// Reloads the config file's apps and clients on every SIGHUP. A file that does not
+/// load is refused with the key's name, and the running config is kept.
+async fn reload_on_sighup(state: AppState, path: std::path::PathBuf) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; config reload is off");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            info!(path = %path.display(), "SIGHUP: reloading the config file");
+            let result = match Settings::load(&path) {
+                Ok(settings) => match state.admin.reload(&settings.apps, settings.clients).await {
+                    Ok(summary) => {
+                        state.apps_changed();
+                        state.keeper.set_settings(settings.keeper);
+                        info!(
+                            "[keeper] timing and budgets reloaded; [server], [store], [upstream], \
+                             [gateway], [[alerts]] and keeper.authorizer_refresh_per_sec take \
+                             effect at the next start"
+                        );
+                        summary
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "config reload failed in the store");
+                        format!("failed: {e}")
+                    }
+                },
+                Err(e) => {
+                    tracing::error!("config reload refused, the running config is kept: {e}");
+                    format!("refused: {e}")
+                }
+            };
+            state
+                .admin
+                .audit("sighup", "config.reload", None, &result)
+                .await;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (state, path);
 }

@@ -40,6 +40,10 @@ function duration(secs) {
   return `${r}s`;
 }
 
+function count(n, one, many) {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
 function clock(unixMs) {
   return new Date(unixMs).toLocaleString();
 }
@@ -261,7 +265,8 @@ function renderTimeline(events) {
   const failures = shown.filter((e) => e.event === "failed").length;
   const summary = events === null
     ? "timeline unavailable"
-    : `${shown.length - failures} refreshes, ${failures} failures in 24 h`;
+    : `${count(shown.length - failures, "refresh", "refreshes")}, ` +
+      `${count(failures, "failure", "failures")} in 24 h`;
   const axis = el("div", { class: "axis" },
     el("span", {}, "24 h ago"), el("span", { class: "timeline-summary" }, summary), el("span", {}, "now"));
   return el("div", { class: "timeline-box" }, box, axis);

@@ -10,9 +10,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{
-    AppGrant, AppKind, AppSettings, ClientSettings, ConfigError, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_REQUEST_TIMEOUT, GatewaySettings, KeeperSettings, MessageKeys, Scope, ServerSettings,
-    Settings, SharedSettings, StoreSettings, TokenMode, UpstreamSettings, invalid, key_digest,
+    AlertSettings, AppGrant, AppKind, AppSettings, ClientSettings, ConfigError,
+    DEFAULT_ALERTS_PER_MINUTE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, GatewaySettings,
+    HookFormat, HookSettings, KeeperSettings, MessageKeys, Scope, ServerSettings, Settings,
+    SharedSettings, StoreSettings, TokenMode, UpstreamSettings, invalid, key_digest,
 };
 
 #[derive(Deserialize, Default)]
@@ -32,12 +33,23 @@ struct RawSettings {
     apps: Vec<RawApp>,
     #[serde(default)]
     clients: Vec<RawClient>,
+    #[serde(default)]
+    alerts: Vec<RawAlert>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlert {
+    url: Option<String>,
+    format: Option<String>,
+    max_per_minute: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<String>,
+    master_key_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -73,6 +85,7 @@ struct RawKeeper {
     force_refresh_daily_budget: Option<u32>,
     force_refresh_min_interval_secs: Option<u64>,
     authorizer_refresh_per_sec: Option<u32>,
+    expiry_alert_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -105,6 +118,48 @@ struct RawClient {
     key_sha256: Option<String>,
     apps: Option<Vec<String>>,
     scopes: Option<Vec<String>>,
+}
+
+/// An app entry from the admin API (`PUT /v1/apps/{app}`): the fields of an `[[apps]]`
+/// entry as a JSON object, without `id` (it is the URL's) and with no `${VAR}`
+/// expansion. Errors name the JSON field.
+pub fn app_from_json(id: &str, body: &serde_json::Value) -> Result<AppSettings, ConfigError> {
+    let mut raw: RawApp = serde_json::from_value(body.clone()).map_err(|e| {
+        let message = e.to_string();
+        // serde names the field in its message (`unknown field `x`, expected ...`).
+        ConfigError::Invalid {
+            key: "body".to_owned(),
+            message,
+        }
+    })?;
+    match raw.id.as_deref() {
+        Some(given) if given != id => {
+            return Err(invalid(
+                "id",
+                format!("`{given}` differs from the URL's `{id}`"),
+            ));
+        }
+        _ => raw.id = Some(id.to_owned()),
+    }
+    validate_app("", raw, &|_, value| Ok(value.to_owned()))
+}
+
+/// A client added at runtime (`POST /v1/clients`), from its stored digest. Apps it
+/// names need not exist (an app may be added later, or removed since).
+pub fn runtime_client(
+    name: &str,
+    key_sha256: &str,
+    apps: Vec<String>,
+    scopes: Vec<String>,
+) -> Result<ClientSettings, ConfigError> {
+    let raw = RawClient {
+        name: Some(name.to_owned()),
+        key: None,
+        key_sha256: Some(key_sha256.to_owned()),
+        apps: Some(apps),
+        scopes: Some(scopes),
+    };
+    validate_client("", raw, None, &|_, value| Ok(value.to_owned()))
 }
 
 impl Settings {
@@ -143,7 +198,13 @@ impl Settings {
 
         let upstream = upstream_settings(&raw.upstream, &expand)?;
 
-        let keeper = keeper_settings(&raw.keeper, &raw.store)?;
+        let mut keeper = keeper_settings(&raw.keeper, &raw.store)?;
+        keeper.alerts.hooks = raw
+            .alerts
+            .into_iter()
+            .enumerate()
+            .map(|(i, hook)| validate_hook(&format!("alerts[{i}]."), hook, &expand))
+            .collect::<Result<_, _>>()?;
 
         let gateway = gateway_settings(&raw.gateway)?;
 
@@ -151,7 +212,7 @@ impl Settings {
         let mut seen = HashSet::new();
         let mut wecom_agents = HashSet::new();
         for (i, app) in raw.apps.into_iter().enumerate() {
-            let app = validate_app(i, app, &expand)?;
+            let app = validate_app(&format!("apps[{i}]."), app, &expand)?;
             if let Some(agentid) = app.agentid() {
                 if !wecom_agents.insert((app.appid.clone(), agentid)) {
                     return Err(invalid(
@@ -173,7 +234,7 @@ impl Settings {
         let mut names = HashSet::new();
         let mut digests = HashSet::new();
         for (i, client) in raw.clients.into_iter().enumerate() {
-            let client = validate_client(i, client, &seen, &expand)?;
+            let client = validate_client(&format!("clients[{i}]."), client, Some(&seen), &expand)?;
             if !names.insert(client.name.clone()) {
                 return Err(invalid(
                     format!("clients[{i}].name"),
@@ -190,7 +251,16 @@ impl Settings {
         }
 
         Ok(Settings {
-            server: ServerSettings { listen },
+            server: ServerSettings {
+                listen,
+                master_key_file: raw
+                    .server
+                    .master_key_file
+                    .as_deref()
+                    .map(|p| expand_env("server.master_key_file", p, env))
+                    .transpose()?
+                    .map(PathBuf::from),
+            },
             store,
             upstream,
             keeper,
@@ -403,16 +473,62 @@ fn keeper_settings(raw: &RawKeeper, store: &RawStore) -> Result<KeeperSettings, 
                 .classic_refresh_when_down
                 .unwrap_or(defaults.shared.classic_refresh_when_down),
         },
+        alerts: AlertSettings {
+            hooks: Vec::new(),
+            expiry_alert: positive_secs(
+                "keeper.expiry_alert_secs",
+                raw.expiry_alert_secs,
+                defaults.alerts.expiry_alert,
+            )?,
+        },
     };
     Ok(keeper)
 }
 
+fn validate_hook(
+    prefix: &str,
+    raw: RawAlert,
+    expand: &dyn Fn(&str, &str) -> Result<String, ConfigError>,
+) -> Result<HookSettings, ConfigError> {
+    let key = |field: &str| format!("{prefix}{field}");
+    let url = raw.url.ok_or_else(|| invalid(key("url"), "is required"))?;
+    let url = expand(&key("url"), &url)?;
+    let ok = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
+    if !ok {
+        // The URL may carry a robot's key: the message does not repeat it.
+        return Err(invalid(key("url"), "is not an http(s) URL"));
+    }
+    let format = match raw.format.as_deref().unwrap_or("json") {
+        "json" => HookFormat::Json,
+        "wecom" => HookFormat::Wecom,
+        other => {
+            return Err(invalid(
+                key("format"),
+                format!("`{other}` is not one of json, wecom"),
+            ));
+        }
+    };
+    let max_per_minute = match raw.max_per_minute {
+        Some(0) => return Err(invalid(key("max_per_minute"), "must be greater than 0")),
+        Some(n) => n,
+        None => DEFAULT_ALERTS_PER_MINUTE,
+    };
+    Ok(HookSettings {
+        url,
+        format,
+        max_per_minute,
+    })
+}
+
 fn validate_app(
-    i: usize,
+    prefix: &str,
     raw: RawApp,
     expand: &dyn Fn(&str, &str) -> Result<String, ConfigError>,
 ) -> Result<AppSettings, ConfigError> {
-    let key = |field: &str| format!("apps[{i}].{field}");
+    let key = |field: &str| format!("{prefix}{field}");
     let id = raw.id.ok_or_else(|| invalid(key("id"), "is required"))?;
     if !is_identifier(&id) {
         return Err(invalid(
@@ -560,12 +676,12 @@ fn validate_app(
 }
 
 fn validate_client(
-    i: usize,
+    prefix: &str,
     raw: RawClient,
-    app_ids: &HashSet<String>,
+    app_ids: Option<&HashSet<String>>,
     expand: &dyn Fn(&str, &str) -> Result<String, ConfigError>,
 ) -> Result<ClientSettings, ConfigError> {
-    let key = |field: &str| format!("clients[{i}].{field}");
+    let key = |field: &str| format!("{prefix}{field}");
     let name = raw
         .name
         .ok_or_else(|| invalid(key("name"), "is required"))?;
@@ -609,13 +725,14 @@ fn validate_client(
     let apps = if apps.iter().any(|a| a == "*") {
         AppGrant::All
     } else {
-        for app in &apps {
-            if !app_ids.contains(app) {
-                return Err(invalid(
-                    key("apps"),
-                    format!("`{app}` is not a configured app id"),
-                ));
-            }
+        let unknown = apps
+            .iter()
+            .find(|app| app_ids.is_some_and(|ids| !ids.contains(*app)));
+        if let Some(app) = unknown {
+            return Err(invalid(
+                key("apps"),
+                format!("`{app}` is not a configured app id"),
+            ));
         }
         AppGrant::Only(apps)
     };

@@ -55,6 +55,9 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
+    /// Where the master key (64 hex characters) is read from, unless
+    /// `WXTOKEN_MASTER_KEY` is set.
+    pub master_key_file: Option<PathBuf>,
 }
 
 /// Where durable state lives.
@@ -167,6 +170,9 @@ pub struct KeeperSettings {
     pub authorizer_refresh_per_sec: u32,
     /// Coordination with other instances (from `[store]`).
     pub shared: SharedSettings,
+    /// Where incidents are sent (`[[alerts]]`) and when a credential counts as expiring
+    /// (`keeper.expiry_alert_secs`).
+    pub alerts: AlertSettings,
 }
 
 impl Default for KeeperSettings {
@@ -180,9 +186,74 @@ impl Default for KeeperSettings {
             force_refresh_min_interval: Duration::from_secs(30),
             authorizer_refresh_per_sec: 50,
             shared: SharedSettings::default(),
+            alerts: AlertSettings::default(),
         }
     }
 }
+
+/// Webhook alerts: the hooks, and the rule that raises an `expiring` incident.
+#[derive(Debug, Clone)]
+pub struct AlertSettings {
+    /// Every `[[alerts]]` entry, in file order; none means nothing is sent.
+    pub hooks: Vec<HookSettings>,
+    /// A credential with less than this left, whose last refresh failed, raises an
+    /// `expiring` incident. Fifteen minutes leaves an operator time to act before a
+    /// two-hour token lapses.
+    pub expiry_alert: Duration,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        Self {
+            hooks: Vec::new(),
+            expiry_alert: Duration::from_secs(900),
+        }
+    }
+}
+
+/// One `[[alerts]]` webhook.
+#[derive(Clone)]
+pub struct HookSettings {
+    /// Where incidents are POSTed. A WeCom robot's URL carries its key: never logged
+    /// whole (see [`HookSettings::redacted_url`]).
+    pub url: String,
+    pub format: HookFormat,
+    /// At most this many messages a minute; more wait in the hook's queue. WeCom's
+    /// group robot accepts 20 a minute.
+    pub max_per_minute: u32,
+}
+
+impl HookSettings {
+    /// The URL without its path and query (which may hold the robot's key).
+    pub fn redacted_url(&self) -> String {
+        let rest = self.url.split_once("://").map_or("", |(_, r)| r);
+        let scheme = self.url.split_once("://").map_or("", |(s, _)| s);
+        let host = rest.split(['/', '?']).next().unwrap_or_default();
+        format!("{scheme}://{host}/...")
+    }
+}
+
+impl std::fmt::Debug for HookSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookSettings")
+            .field("url", &self.redacted_url())
+            .field("format", &self.format)
+            .field("max_per_minute", &self.max_per_minute)
+            .finish()
+    }
+}
+
+/// The body a hook receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookFormat {
+    /// `{"event","incident","kind","app","summary","at"}`.
+    Json,
+    /// A WeCom group robot's `markdown` message.
+    Wecom,
+}
+
+/// WeCom's group robot accepts 20 messages a minute.
+pub const DEFAULT_ALERTS_PER_MINUTE: u32 = 20;
 
 /// What sort of WeChat account an app is, with what only that sort has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,5 +398,6 @@ pub fn key_digest(key: &str) -> [u8; 32] {
 }
 
 mod load;
+pub use load::{app_from_json, runtime_client};
 #[cfg(test)]
 mod tests;

@@ -147,3 +147,39 @@ fn gateway_limits_have_defaults_and_bounds() {
         "never above the maximum"
     );
 }
+
+#[test]
+fn alert_hooks_have_defaults_and_errors_name_their_key() {
+    let s = Settings::from_toml_with_env(MINIMAL, &no_env).expect("valid");
+    assert!(s.keeper.alerts.hooks.is_empty());
+    assert_eq!(s.keeper.alerts.expiry_alert, Duration::from_secs(900));
+
+    let text = format!(
+        "{MINIMAL}\n[keeper]\nexpiry_alert_secs = 60\n[[alerts]]\nurl = \"https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=${{ROBOT}}\"\nformat = \"wecom\"\n[[alerts]]\nurl = \"http://127.0.0.1:9000/hook\"\nmax_per_minute = 5\n"
+    );
+    let env = |n: &str| (n == "ROBOT").then(|| "robot-key-123".to_owned());
+    let s = Settings::from_toml_with_env(&text, &env).expect("valid");
+    let hooks = &s.keeper.alerts.hooks;
+    assert_eq!(s.keeper.alerts.expiry_alert, Duration::from_secs(60));
+    assert_eq!(hooks.len(), 2);
+    assert!(hooks[0].url.ends_with("key=robot-key-123"));
+    assert_eq!(hooks[0].format, HookFormat::Wecom);
+    assert_eq!(hooks[0].max_per_minute, DEFAULT_ALERTS_PER_MINUTE);
+    assert_eq!(hooks[1].format, HookFormat::Json);
+    assert_eq!(hooks[1].max_per_minute, 5);
+    // The robot's key never shows in a debug print of the settings.
+    assert!(!format!("{s:?}").contains("robot-key-123"));
+
+    let hook = |body: &str| err(&format!("{MINIMAL}\n[[alerts]]\n{body}\n"));
+    assert!(hook("format = \"json\"").contains("`alerts[0].url`: is required"));
+    let bad_url = hook("url = \"ftp://robot/secret-key\"");
+    assert!(bad_url.contains("`alerts[0].url`"), "{bad_url}");
+    assert!(!bad_url.contains("secret-key"), "{bad_url}");
+    assert!(hook("url = \"http://h/\"\nformat = \"slack\"").contains("`alerts[0].format`"));
+    assert!(hook("url = \"http://h/\"\nmax_per_minute = 0").contains("`alerts[0].max_per_minute`"));
+    assert!(hook("url = \"http://h/\"\nchannel = \"x\"").contains("channel"));
+    assert!(
+        err(&format!("{MINIMAL}\n[keeper]\nexpiry_alert_secs = 0\n"))
+            .contains("`keeper.expiry_alert_secs`")
+    );
+}

@@ -37,10 +37,7 @@ impl Caller {
 }
 
 /// Finds the client whose key hashes to the same digest, looking at every client.
-pub fn find_client<'s>(
-    clients: &'s [Arc<ClientSettings>],
-    key: &str,
-) -> Option<&'s Arc<ClientSettings>> {
+pub fn find_client(clients: &[Arc<ClientSettings>], key: &str) -> Option<Arc<ClientSettings>> {
     let digest = key_digest(key);
     let mut found = None;
     for client in clients {
@@ -48,7 +45,7 @@ pub fn find_client<'s>(
             found = Some(client);
         }
     }
-    found
+    found.cloned()
 }
 
 /// Whether `client` may use `app` (an existing app) with `scope`.
@@ -78,12 +75,11 @@ fn lacks_scope(client: &ClientSettings, scope: Scope) -> ApiError {
     ))
 }
 
-/// The client named by `Authorization: Bearer <key>`, or why there is none. Borrowed
-/// from the state: the hot path clones nothing.
-pub fn authenticate<'s>(
+/// The client named by `Authorization: Bearer <key>`, or why there is none.
+pub fn authenticate(
     headers: &HeaderMap,
-    state: &'s AppState,
-) -> Result<&'s Arc<ClientSettings>, ApiError> {
+    state: &AppState,
+) -> Result<Arc<ClientSettings>, ApiError> {
     let header = headers.get(AUTHORIZATION).ok_or(ApiError::Unauthenticated(
         "missing Authorization header; send `Authorization: Bearer <client key>`",
     ))?;
@@ -99,13 +95,13 @@ pub fn authenticate<'s>(
         .ok_or(ApiError::Unauthenticated(
             "the Authorization header must be `Bearer <client key>`",
         ))?;
-    find_client(&state.clients, key).ok_or(ApiError::Unauthenticated("unknown client key"))
+    find_client(&state.admin.clients(), key).ok_or(ApiError::Unauthenticated("unknown client key"))
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authenticate(&parts.headers, state).map(|client| Caller(client.clone()))
+        authenticate(&parts.headers, state).map(Caller)
     }
 }

@@ -53,6 +53,12 @@ pub enum ApiError {
         wechat_errcode: Option<i64>,
         rid: Option<String>,
     },
+    /// The request conflicts with what exists (`read_only`, `client_exists`).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// The store failed; nothing was changed.
+    #[error("{0}")]
+    StoreUnavailable(String),
     #[error("{message}")]
     Upstream {
         message: String,
@@ -99,6 +105,8 @@ impl ApiError {
             }
             ApiError::Refused { .. } => (StatusCode::BAD_REQUEST, "wechat_refused"),
             ApiError::Upstream { .. } => (StatusCode::BAD_GATEWAY, "upstream_error"),
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            ApiError::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         }
     }
 }

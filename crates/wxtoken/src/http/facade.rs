@@ -9,7 +9,9 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -75,10 +77,8 @@ const KEY_HINT: &str = "(wxtoken: the secret must be a client key that may read 
 /// Looks apps up by WeChat's ids, and spaces out force refreshes asked by SDKs.
 #[derive(Debug, Default)]
 pub struct Facade {
-    /// Official accounts and mini programs by appid (configured app ids, in order).
-    official: HashMap<String, Vec<String>>,
-    /// WeCom apps by corpid.
-    wecom: HashMap<String, Vec<String>>,
+    /// Apps by WeChat id, rebuilt when apps change ([`Facade::sync`]).
+    index: ArcSwap<Index>,
     /// Per app: the last `force_refresh` honoured and the day's count.
     forced: Mutex<HashMap<String, ForceGate>>,
 }
@@ -90,9 +90,25 @@ struct ForceGate {
     used: u32,
 }
 
+/// App ids by WeChat id.
+#[derive(Debug, Default)]
+struct Index {
+    /// Official accounts and mini programs by appid (app ids in order).
+    official: HashMap<String, Vec<String>>,
+    /// WeCom apps by corpid.
+    wecom: HashMap<String, Vec<String>>,
+}
+
 impl Facade {
     pub fn new(keeper: &Keeper) -> Self {
-        let mut facade = Self::default();
+        let facade = Self::default();
+        facade.sync(keeper);
+        facade
+    }
+
+    /// Follows the keeper's apps.
+    pub fn sync(&self, keeper: &Keeper) {
+        let mut facade = Index::default();
         for app in keeper.apps() {
             let index = match app.kind {
                 AppKind::Official { .. } => &mut facade.official,
@@ -106,7 +122,7 @@ impl Facade {
                 .or_default()
                 .push(app.id.clone());
         }
-        facade
+        self.index.store(Arc::new(facade));
     }
 
     /// Whether a `force_refresh` for `app` may be honoured now (and counts it if so):
@@ -135,9 +151,9 @@ impl Facade {
 /// The id of the first app of `ids` that `key` may read; `None` if the key is unknown
 /// or may read none of them.
 fn readable<'i>(state: &AppState, ids: &'i [String], key: &str) -> Option<&'i str> {
-    let client = find_client(&state.clients, key)?;
+    let client = find_client(&state.admin.clients(), key)?;
     ids.iter()
-        .find(|id| permit(client, id, Scope::Read).is_ok())
+        .find(|id| permit(&client, id, Scope::Read).is_ok())
         .map(String::as_str)
 }
 
@@ -177,7 +193,7 @@ pub async fn token(State(state): State<AppState>, request: Request) -> Response 
         Ok(app) => app,
         Err(e) => return e.into_response(),
     };
-    serve_token(&state, app, Shape::Wechat).await
+    serve_token(&state, &app, Shape::Wechat).await
 }
 
 /// `POST /cgi-bin/stable_token` `{"grant_type","appid","secret","force_refresh"?}`
@@ -214,30 +230,36 @@ pub async fn stable_token(
         .and_then(serde_json::Value::as_bool)
         .unwrap_or(false);
     if force {
-        return force_refresh(&state, app).await;
+        let client = field("secret")
+            .and_then(|key| find_client(&state.admin.clients(), key))
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        return force_refresh(&state, &app, &client).await;
     }
-    serve_token(&state, app, Shape::Wechat).await
+    serve_token(&state, &app, Shape::Wechat).await
 }
 
 /// Checks a token request's fields in WeChat's order and finds the app.
-fn official_app<'s>(
-    state: &'s AppState,
+fn official_app(
+    state: &AppState,
     grant_type: Option<&str>,
     appid: Option<&str>,
     key: Option<&str>,
     refused: impl FnOnce() -> WxError,
-) -> Result<&'s str, WxError> {
+) -> Result<String, WxError> {
     if grant_type != Some("client_credential") {
         return Err(WxError::new(40002, "invalid grant_type"));
     }
     let appid = appid.ok_or_else(|| WxError::new(41002, "appid missing"))?;
     let key = key.ok_or_else(|| WxError::new(41004, "appsecret missing"))?;
-    let ids = state
-        .facade
+    let index = state.facade.index.load();
+    let ids = index
         .official
         .get(appid)
         .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
-    readable(state, ids, key).ok_or_else(refused)
+    readable(state, ids, key)
+        .map(str::to_owned)
+        .ok_or_else(refused)
 }
 
 /// `force_refresh: true`: the SDK says its token is dead. Treated as a report of the
@@ -245,7 +267,7 @@ fn official_app<'s>(
 /// `keeper.force_refresh_min_interval_secs` per app and within
 /// `keeper.force_refresh_daily_budget`; otherwise the current token comes back, as
 /// WeChat answers a force refresh it will not honour.
-async fn force_refresh(state: &AppState, app: &str) -> Response {
+async fn force_refresh(state: &AppState, app: &str, client: &str) -> Response {
     let settings = state.keeper.settings();
     let allowed = state.facade.may_force(
         app,
@@ -254,12 +276,26 @@ async fn force_refresh(state: &AppState, app: &str) -> Response {
     );
     let current = state.keeper.current(app, std::time::Duration::ZERO);
     let (true, Some(current)) = (allowed, current) else {
+        state
+            .admin
+            .audit_later(client, "facade.force_refresh", Some(app), "held back");
         return serve_token(state, app, Shape::Wechat).await;
     };
     info!(app, token = %current.redacted(), "an SDK asked for force_refresh; reporting the current token");
     match state.keeper.invalidate(app, &current.value).await {
-        Ok((token, _)) => json_no_store(render_as(&token, unix_now_ms() / 1000, Shape::Wechat)),
-        Err(e) => wx_keeper_error(e).into_response(),
+        Ok((token, refreshed)) => {
+            let result = if refreshed { "refreshed" } else { "current" };
+            state
+                .admin
+                .audit_later(client, "facade.force_refresh", Some(app), result);
+            json_no_store(render_as(&token, unix_now_ms() / 1000, Shape::Wechat))
+        }
+        Err(e) => {
+            state
+                .admin
+                .audit_later(client, "facade.force_refresh", Some(app), &e.to_string());
+            wx_keeper_error(e).into_response()
+        }
     }
 }
 
@@ -280,16 +316,17 @@ pub async fn gettoken(State(state): State<AppState>, request: Request) -> Respon
     let Some(corpid) = corpid else {
         return WxError::new(41002, "corpid missing").into_response();
     };
-    let Some(ids) = state.facade.wecom.get(corpid.as_ref()) else {
+    let index = state.facade.index.load();
+    let Some(ids) = index.wecom.get(corpid.as_ref()) else {
         return WxError::new(40013, "invalid corpid").into_response();
     };
     let refused = || WxError::new(40001, format!("invalid credential {KEY_HINT}"));
-    let Some(client) = find_client(&state.clients, &key) else {
+    let Some(client) = find_client(&state.admin.clients(), &key) else {
         return refused().into_response();
     };
-    let apps: Vec<&AppSettings> = ids
+    let apps: Vec<Arc<AppSettings>> = ids
         .iter()
-        .filter(|id| permit(client, id, Scope::Read).is_ok())
+        .filter(|id| permit(&client, id, Scope::Read).is_ok())
         .filter_map(|id| state.keeper.app(id))
         .filter(|app| {
             agentid

@@ -94,7 +94,7 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
     let Some((app_id, path)) = rest.split_once("/proxy") else {
         return ApiError::NotFound.into_response();
     };
-    let Some(app) = state.keeper.app(app_id).cloned() else {
+    let Some(app) = state.keeper.app(app_id) else {
         return ApiError::AppNotFound(app_id.to_owned()).into_response();
     };
     if let Err(e) = permit(&client, &app.id, Scope::Read) {
@@ -199,12 +199,13 @@ async fn login_call(state: &AppState, request: Request) -> Response {
     let app = state
         .keeper
         .apps()
+        .into_iter()
         .find(|a| matches!(a.kind, AppKind::Official { .. }) && a.appid == appid);
     let Some(app) = app else {
         return WxError::new(40013, "invalid appid").into_response();
     };
-    let allowed = find_client(&state.clients, &key)
-        .is_some_and(|client| permit(client, &app.id, Scope::Read).is_ok());
+    let allowed = find_client(&state.admin.clients(), &key)
+        .is_some_and(|client| permit(&client, &app.id, Scope::Read).is_ok());
     if !allowed {
         return WxError::new(
             40125,

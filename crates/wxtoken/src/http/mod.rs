@@ -1,6 +1,8 @@
 //! The HTTP API (v1): routes mirror the URL tree, one file per resource. Routes talk only
 //! to the keeper; auth runs first as an extractor.
 
+mod admin;
+mod alerts;
 mod apps;
 pub mod auth;
 pub mod error;
@@ -25,7 +27,7 @@ use axum::routing::{any, get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::de::DeserializeOwned;
 
-use crate::config::{ClientSettings, GatewaySettings};
+use crate::config::GatewaySettings;
 use crate::gateway::Gateway;
 use crate::keeper::Keeper;
 use crate::store::Store;
@@ -41,8 +43,8 @@ pub struct AppState(Arc<Shared>);
 /// What every route may use.
 pub struct Shared {
     pub keeper: Keeper,
-    /// Every configured client; looked up by key digest.
-    pub clients: Vec<Arc<ClientSettings>>,
+    /// Runtime apps and clients (and every client key, looked up by digest).
+    pub admin: crate::admin::Admin,
     /// For readiness only; routes never read or write it.
     pub store: Arc<dyn Store>,
     /// Renders /metrics.
@@ -57,9 +59,15 @@ pub struct Shared {
 }
 
 impl AppState {
+    /// Follows a change of the set of apps in the caches routes read.
+    pub fn apps_changed(&self) {
+        self.rendered.sync(&self.keeper);
+        self.facade.sync(&self.keeper);
+    }
+
     pub fn new(
         keeper: Keeper,
-        clients: Vec<Arc<ClientSettings>>,
+        admin: crate::admin::Admin,
         store: Arc<dyn Store>,
         metrics: PrometheusHandle,
         gateway: Gateway,
@@ -69,7 +77,7 @@ impl AppState {
         let facade = facade::Facade::new(&keeper);
         Self(Arc::new(Shared {
             keeper,
-            clients,
+            admin,
             store,
             metrics,
             rendered,
@@ -92,7 +100,7 @@ impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
             .field("keeper", &self.keeper)
-            .field("clients", &self.clients.len())
+            .field("admin", &self.admin)
             .finish_non_exhaustive()
     }
 }
@@ -103,7 +111,25 @@ pub fn router(state: AppState) -> Router {
     let limited = || DefaultBodyLimit::max(MAX_BODY_BYTES);
     Router::new()
         .route("/v1/apps", get(apps::list))
-        .route("/v1/apps/{app}", get(apps::show))
+        .route(
+            "/v1/apps/{app}",
+            get(apps::show)
+                .put(admin::put_app)
+                .delete(admin::delete_app)
+                .layer(limited()),
+        )
+        .route(
+            "/v1/clients",
+            get(admin::list_clients)
+                .post(admin::add_client)
+                .layer(limited()),
+        )
+        .route(
+            "/v1/clients/{name}",
+            axum::routing::delete(admin::revoke_client),
+        )
+        .route("/v1/audit", get(admin::audit))
+        .route("/v1/alerts", get(alerts::list))
         .route("/v1/apps/{app}/access_token", get(tokens::access_token))
         .route(
             "/v1/apps/{app}/access_token/invalidate",

@@ -271,10 +271,13 @@ pub async fn invalidate(
 ) -> Result<Response, ApiError> {
     authorizer_target(&state, &caller, &app, &appid, Scope::Invalidate)?;
     let access_token = super::tokens::reported_token(body)?;
-    let (token, refreshed) = state
+    let outcome = state
         .keeper
         .invalidate_authorizer(&app, &appid, &access_token)
-        .await?;
+        .await;
+    let target = format!("{app}/{appid}");
+    (state.admin).audit_invalidation(&caller.0.name, "token.invalidate", &target, &outcome);
+    let (token, refreshed) = outcome?;
     Ok(token_response(&token, Some(refreshed)))
 }
 
@@ -303,10 +306,13 @@ pub async fn invalidate_ticket(
 ) -> Result<Response, ApiError> {
     authorizer_target(&state, &caller, &app, &appid, Scope::Invalidate)?;
     let dead = super::tickets::reported_ticket(body)?;
-    let (value, refreshed) = state
+    let outcome = state
         .keeper
         .invalidate_authorizer_ticket(&app, &appid, &ticket, &dead)
-        .await?;
+        .await;
+    let target = format!("{app}/{appid}");
+    (state.admin).audit_invalidation(&caller.0.name, "ticket.invalidate", &target, &outcome);
+    let (value, refreshed) = outcome?;
     Ok(super::tickets::ticket_response(&value, Some(refreshed)).into_response())
 }
 

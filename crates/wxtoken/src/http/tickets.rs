@@ -82,6 +82,8 @@ pub async fn invalidate(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.authorize(&state, &app, Scope::Invalidate)?;
     let dead = reported_ticket(body)?;
-    let (value, refreshed) = state.keeper.invalidate_ticket(&app, &ticket, &dead).await?;
+    let outcome = state.keeper.invalidate_ticket(&app, &ticket, &dead).await;
+    (state.admin).audit_invalidation(&caller.0.name, "ticket.invalidate", &app, &outcome);
+    let (value, refreshed) = outcome?;
     Ok(ticket_response(&value, Some(refreshed)))
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Request, State};
@@ -120,7 +120,8 @@ struct Rendered {
 /// Per app, a handle on its token and the last rendered body: requests in the same
 /// second for the same token share the body instead of serializing again.
 pub struct RenderCache {
-    by_app: HashMap<String, Entry>,
+    /// Rebuilt when apps are added or removed ([`RenderCache::sync`]).
+    by_app: ArcSwap<HashMap<String, Arc<Entry>>>,
 }
 
 pub struct Entry {
@@ -141,33 +142,46 @@ impl std::fmt::Debug for Entry {
 impl std::fmt::Debug for RenderCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RenderCache")
-            .field("apps", &self.by_app.len())
+            .field("apps", &self.by_app.load().len())
             .finish()
     }
 }
 
 impl RenderCache {
     pub fn new(keeper: &Keeper) -> Self {
+        let cache = Self {
+            by_app: ArcSwap::default(),
+        };
+        cache.sync(keeper);
+        cache
+    }
+
+    /// Follows the keeper's apps: entries of removed apps go (their routes answer 404
+    /// at once), new apps get one, and an app replaced by a new one of the same id gets
+    /// a fresh entry.
+    pub fn sync(&self, keeper: &Keeper) {
+        let current = self.by_app.load();
         let by_app = keeper
             .app_ids()
-            .iter()
+            .into_iter()
             .filter_map(|app| {
-                let reader = keeper.reader(app)?;
+                let reader = keeper.reader(&app)?;
+                if let Some(entry) = current.get(&app).filter(|e| e.reader.same_slot(&reader)) {
+                    return Some((app, entry.clone()));
+                }
                 let entry = Entry {
                     reader,
                     rendered: Default::default(),
                 };
-                Some((app.clone(), entry))
+                Some((app, Arc::new(entry)))
             })
             .collect();
-        Self { by_app }
+        self.by_app.store(Arc::new(by_app));
     }
-}
 
-impl RenderCache {
     /// The entry of `app`, if it exists.
-    pub fn get(&self, app: &str) -> Option<&Entry> {
-        self.by_app.get(app)
+    pub fn get(&self, app: &str) -> Option<Arc<Entry>> {
+        self.by_app.load().get(app).cloned()
     }
 }
 
@@ -241,10 +255,11 @@ pub async fn access_token(
     let app = app_of(request.uri().path());
     // The render cache has an entry for every app: one lookup says the app exists and
     // leads to its token.
-    let Some(entry) = state.rendered.by_app.get(app) else {
+    let apps = state.rendered.by_app.load();
+    let Some(entry) = apps.get(app) else {
         return Err(ApiError::AppNotFound(app.to_owned()));
     };
-    permit(client, app, Scope::Read)?;
+    permit(&client, app, Scope::Read)?;
     let min_ttl = min_ttl(request.uri().query())?;
     // The hot path: one clock read, a memory read with no reference counted, and a body
     // rendered once a second.
@@ -257,6 +272,9 @@ pub async fn access_token(
     if let Some(body) = served {
         return Ok(json_no_store(body));
     }
+    // The slow path waits for a refresh: hold the entry, not the map's guard.
+    let entry = entry.clone();
+    drop(apps);
     let token = state.keeper.access_token(app, min_ttl).await?;
     let second = unix_now_ms() / 1000;
     Ok(json_no_store(entry.body(&token, second, Shape::V1)))
@@ -288,7 +306,9 @@ pub async fn invalidate(
 ) -> Result<Response, ApiError> {
     caller.authorize(&state, &app, Scope::Invalidate)?;
     let access_token = reported_token(body)?;
-    let (token, refreshed) = state.keeper.invalidate(&app, &access_token).await?;
+    let outcome = state.keeper.invalidate(&app, &access_token).await;
+    (state.admin).audit_invalidation(&caller.0.name, "token.invalidate", &app, &outcome);
+    let (token, refreshed) = outcome?;
     let second = unix_now_ms() / 1000;
     Ok(json_no_store(render(&token, second, Some(refreshed))))
 }

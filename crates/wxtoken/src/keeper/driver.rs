@@ -191,7 +191,7 @@ fn next_due(slot: &Slot, ctx: &Ctx) -> Instant {
         return until;
     }
     let now_ms = unix_now_ms();
-    if !slot.active(now_ms, ctx.settings.ticket_idle) {
+    if !slot.active(now_ms, ctx.settings().ticket_idle) {
         return now + DORMANT;
     }
     // An authorizer that withdrew (or must renew) its authorization is not refreshed
@@ -266,7 +266,7 @@ fn plan(slot: &Slot, ctx: &Ctx, demand: Option<&Demand>) -> Plan {
                     // would just return the same token.
                     let wechat_would_renew = slot.policy() == Policy::RefreshAhead
                         || Duration::from_millis(token.remaining_ms(now_ms))
-                            <= schedule::refresh_ahead(token, slot.policy(), &ctx.settings);
+                            <= schedule::refresh_ahead(token, slot.policy(), &ctx.settings());
                     if fresh_would_do && wechat_would_renew {
                         return Plan::Fetch { invalidating: None };
                     }
@@ -279,7 +279,7 @@ fn plan(slot: &Slot, ctx: &Ctx, demand: Option<&Demand>) -> Plan {
     if backing_off {
         return Plan::Idle;
     }
-    if !slot.active(now_ms, ctx.settings.ticket_idle) {
+    if !slot.active(now_ms, ctx.settings().ticket_idle) {
         // Nobody asked for it lately: let it expire; the next request fetches it.
         return Plan::Idle;
     }
@@ -316,8 +316,28 @@ async fn refresh(
             ctx.history
                 .failed(&slot.key.app, slot.key.kind, held, &failure);
         }
-        record_failure(slot, failure)
+        let failure = record_failure(slot, failure);
+        alert_configuration(slot, ctx, &failure);
+        failure
     })
+}
+
+/// WeChat refused the credential's configuration (a wrong appid or secret, an IP not
+/// whitelisted, a frozen secret): retrying will not help, a person must.
+fn alert_configuration(slot: &Slot, ctx: &Ctx, failure: &Failure) {
+    let Failure::Upstream(e) = failure else {
+        return;
+    };
+    let Some(errcode) = e.errcode.filter(|_| e.class == ErrorClass::Configuration) else {
+        return;
+    };
+    let credential = slot.key.to_string();
+    ctx.alerts.raise(
+        crate::alerts::credential_incident(&credential, "configuration_error"),
+        crate::alerts::AlertKind::ConfigurationError,
+        Some(&slot.key.app),
+        format!("{credential}: WeChat refuses the configuration (errcode {errcode}): {failure}"),
+    );
 }
 
 /// Fetches from WeChat and installs. `may_force`: whether a stable-mode force_refresh
@@ -455,7 +475,7 @@ async fn refresh_authorizer(
         link.check_state(appid)?;
     }
     let mut component_token = parent
-        .obtain(None, &ctx.settings)
+        .obtain(None, &ctx.settings())
         .await
         .map_err(from_parent)?;
     let mut retried_token = false;
@@ -479,7 +499,7 @@ async fn refresh_authorizer(
                     retried_token = true;
                     info!(credential = %slot.key, "WeChat says the component token is dead; refreshing it and retrying once");
                     component_token = parent
-                        .invalidate(&component_token.value, &ctx.settings)
+                        .invalidate(&component_token.value, &ctx.settings())
                         .await
                         .map_err(from_parent)?
                         .0;
@@ -527,7 +547,7 @@ async fn refresh_ticket(slot: &Slot, ctx: &Ctx, ticket: TicketType) -> Result<()
         .expect("every ticket slot is built with its token slot");
     let wecom = matches!(slot.app.kind, AppKind::Wecom { .. });
     let token = parent
-        .obtain(None, &ctx.settings)
+        .obtain(None, &ctx.settings())
         .await
         .map_err(from_parent)?;
     let request = |access_token| FetchRequest::Ticket {
@@ -546,7 +566,7 @@ async fn refresh_ticket(slot: &Slot, ctx: &Ctx, ticket: TicketType) -> Result<()
                 "WeChat says the token is dead while fetching a ticket; refreshing it and retrying once"
             );
             let (token, _) = parent
-                .invalidate(&token.value, &ctx.settings)
+                .invalidate(&token.value, &ctx.settings())
                 .await
                 .map_err(from_parent)?;
             if wecom {
@@ -574,8 +594,8 @@ fn from_parent(error: KeeperError) -> Arc<Failure> {
 /// two instances cannot both pass), besides this instance's own count.
 async fn force_allowed(slot: &Slot, ctx: &Ctx) -> Result<(), String> {
     let now_ms = unix_now_ms();
-    let interval = ctx.settings.force_refresh_min_interval;
-    let budget = ctx.settings.force_refresh_daily_budget;
+    let interval = ctx.settings().force_refresh_min_interval;
+    let budget = ctx.settings().force_refresh_daily_budget;
     let spaced_out = |since: Duration| {
         format!(
             "the last force_refresh was {}s ago; WeChat ignores them less than {}s apart",
@@ -668,7 +688,7 @@ async fn call_once(
         ctx.store.coordination(),
         slot.leased.load(std::sync::atomic::Ordering::Relaxed),
     ) {
-        let ttl = ctx.settings.shared.lease_ttl;
+        let ttl = ctx.settings().shared.lease_ttl;
         if let Ok(false) = coordination.renew_lease(&slot.key, &ctx.owner, ttl).await {
             warn!(app = %slot.key.app, kind = slot.key.kind.as_str(), "lost the refresh lease before calling WeChat; leaving the refresh to its new holder");
             return Err(Arc::new(Failure::Unavailable(
@@ -765,7 +785,7 @@ pub(super) async fn install(
             .store(true, std::sync::atomic::Ordering::Relaxed);
         Duration::from_millis(expires_at_ms.saturating_sub(unix_now_ms())) + AFTER_DEATH
     } else {
-        schedule::refresh_delay(&token, slot.policy(), &ctx.settings, unix_now_ms())
+        schedule::refresh_delay(&token, slot.policy(), &ctx.settings(), unix_now_ms())
     };
     {
         let mut health = slot.health();
@@ -775,6 +795,7 @@ pub(super) async fn install(
         health.refresh_at = Some(Instant::now() + delay);
     }
     slot.outcome.send_modify(|o| o.installs += 1);
+    ctx.alerts.resolve_credential(&slot.key.to_string());
     let kind = slot.key.kind.as_str();
     // One series per app, never per authorizer (a platform may have 100,000).
     if !slot.of_authorizer() {
@@ -856,7 +877,7 @@ pub(super) fn adopt(slot: &Slot, ctx: &Ctx, stored: Token) -> bool {
 /// any case, since a fenced write found that the store's value is the fleet's.
 fn take_stored(slot: &Slot, ctx: &Ctx, stored: Token, over: bool) -> bool {
     let now_ms = unix_now_ms();
-    let delay = schedule::refresh_delay(&stored, slot.policy(), &ctx.settings, now_ms);
+    let delay = schedule::refresh_delay(&stored, slot.policy(), &ctx.settings(), now_ms);
     let kind = slot.key.kind.as_str();
     let (value, generation, expires_at_ms, fetched_at_ms) = (
         stored.redacted().to_string(),

@@ -344,6 +344,23 @@ impl AuthorizerLink {
             record.version += 1;
             record.clone()
         };
+        let credential =
+            CredentialKey::of_authorizer(component, &*self.appid, CredentialKind::AccessToken)
+                .to_string();
+        let incident = crate::alerts::credential_incident(&credential, "needs_reauthorization");
+        if state == AuthorizerState::NeedsReauthorization {
+            ctx.alerts.raise(
+                incident,
+                crate::alerts::AlertKind::NeedsReauthorization,
+                Some(component),
+                format!(
+                    "authorizer {} of {component} must authorize again: WeChat refused its refresh token",
+                    self.appid
+                ),
+            );
+        } else {
+            ctx.alerts.resolve(&incident);
+        }
         if let Err(e) = persist(ctx, component, record).await {
             self.unsaved.store(true, Ordering::Relaxed);
             warn!(component, error = %e, "could not store an authorizer's new state");
@@ -695,7 +712,7 @@ fn authorizer_slot(
         if let Some(link) = &slot.authorizer {
             link.index_token(&token.value);
         }
-        let delay = schedule::refresh_delay(&token, slot.policy(), &ctx.settings, unix_now_ms());
+        let delay = schedule::refresh_delay(&token, slot.policy(), &ctx.settings(), unix_now_ms());
         slot.health().refresh_at = Some(tokio::time::Instant::now() + delay);
         slot.current.store(Some(Arc::new(token)));
     }
@@ -765,21 +782,31 @@ pub(super) async fn load(platform: &Platform, ctx: &Ctx) -> Result<usize, StoreE
 }
 
 impl Keeper {
-    pub(super) fn platform(&self, app: &str) -> Result<&Arc<Platform>, KeeperError> {
-        match self.inner.platforms.get(app) {
-            Some(platform) => Ok(platform),
-            None if self.has_app(app) => Err(KeeperError::NotAComponent(app.to_owned())),
+    pub(super) fn platform(&self, app: &str) -> Result<Arc<Platform>, KeeperError> {
+        match self.entry(app) {
+            Some(entry) => entry
+                .platform
+                .clone()
+                .ok_or_else(|| KeeperError::NotAComponent(app.to_owned())),
             None => Err(KeeperError::UnknownApp(app.to_owned())),
         }
     }
 
-    /// Starts the driver of a slot created after start.
+    /// Every component's platform, with its app id.
+    fn platforms(&self) -> Vec<(String, Arc<Platform>)> {
+        self.apps()
+            .iter()
+            .filter_map(|app| Some((app.id.clone(), self.entry(&app.id)?.platform.clone()?)))
+            .collect()
+    }
+
+    /// Starts the driver of a slot created after start; it stops with its component.
     fn spawn_driver(&self, slot: Arc<Slot>) {
-        let handle = tokio::spawn(driver::supervise(
-            slot,
-            self.inner.ctx.clone(),
-            self.inner.shutdown.subscribe(),
-        ));
+        let stop = match &slot.authorizer {
+            Some(link) => link.parking.shutdown.clone(),
+            None => self.inner.shutdown.subscribe(),
+        };
+        let handle = tokio::spawn(driver::supervise(slot, self.inner.ctx.clone(), stop));
         self.inner
             .drivers
             .lock()
@@ -852,7 +879,7 @@ impl Keeper {
         &self,
         app: &str,
         appid: &str,
-    ) -> Result<(&Arc<Platform>, Arc<Authorizer>), KeeperError> {
+    ) -> Result<(Arc<Platform>, Arc<Authorizer>), KeeperError> {
         let platform = self.platform(app)?;
         if let Some(found) = platform.get(appid) {
             return Ok((platform, found));
@@ -872,15 +899,16 @@ impl Keeper {
             .await
             .map_err(unreadable)?
             .ok_or_else(unknown)?;
-        Ok((
-            platform,
-            self.take_stored_authorizer(platform, stored).await,
-        ))
+        let authorizer = self.take_stored_authorizer(&platform, stored).await;
+        Ok((platform, authorizer))
     }
 
     /// The component's token, for a call made with it (never paced).
     async fn component_token(&self, platform: &Platform) -> Result<Arc<Token>, KeeperError> {
-        platform.token.obtain(None, &self.inner.ctx.settings).await
+        platform
+            .token
+            .obtain(None, &self.inner.ctx.settings())
+            .await
     }
 
     /// One component call, counted, retried once with a new component token if WeChat
@@ -921,7 +949,7 @@ impl Keeper {
                 Err(e) if e.class == ErrorClass::Refresh && !retried => {
                     retried = true;
                     let dead = token.value.clone();
-                    token = platform.token.invalidate(&dead, &ctx.settings).await?.0;
+                    token = platform.token.invalidate(&dead, &ctx.settings()).await?.0;
                 }
                 Err(e) => {
                     warn!(component = %platform.token.key.app, api, errcode = e.errcode, "component call failed: {}", e.message);
@@ -941,7 +969,7 @@ impl Keeper {
     ) -> Result<(String, u64), KeeperError> {
         let platform = self.platform(app)?;
         let component_appid = platform.token.app.appid.clone();
-        let answer = self.component_call(platform, Want::PreAuthCode).await?;
+        let answer = self.component_call(&platform, Want::PreAuthCode).await?;
         let ComponentAnswer::PreAuthCode(code) = answer else {
             return Err(unexpected("api_create_preauthcode"));
         };
@@ -987,7 +1015,7 @@ impl Keeper {
         let answer = cell
             .get_or_init(|| {
                 first = true;
-                self.authorize_once(platform, authorization_code)
+                self.authorize_once(&platform, authorization_code)
             })
             .await
             .clone();
@@ -1176,7 +1204,7 @@ impl Keeper {
             }
             AuthorizerState::Ok => {}
         }
-        slot.obtain(min_ttl, &self.inner.ctx.settings).await
+        slot.obtain(min_ttl, &self.inner.ctx.settings()).await
     }
 
     /// Compare-and-invalidate an authorizer's token.
@@ -1193,7 +1221,7 @@ impl Keeper {
             .map_err(KeeperError::from_failure)?;
         authorizer
             .token
-            .invalidate(dead, &self.inner.ctx.settings)
+            .invalidate(dead, &self.inner.ctx.settings())
             .await
     }
 
@@ -1265,7 +1293,7 @@ impl Keeper {
         min_ttl: Option<Duration>,
     ) -> Result<Arc<Token>, KeeperError> {
         let slot = self.authorizer_ticket_slot(app, appid, ticket).await?;
-        slot.obtain(min_ttl, &self.inner.ctx.settings).await
+        slot.obtain(min_ttl, &self.inner.ctx.settings()).await
     }
 
     /// Compare-and-invalidate an authorizer's ticket.
@@ -1277,21 +1305,21 @@ impl Keeper {
         dead: &str,
     ) -> Result<(Arc<Token>, bool), KeeperError> {
         let slot = self.authorizer_ticket_slot(app, appid, ticket).await?;
-        slot.invalidate(dead, &self.inner.ctx.settings).await
+        slot.invalidate(dead, &self.inner.ctx.settings()).await
     }
 
     /// The authorizer (component id, its settings, its appid) whose token is `value`.
-    pub fn authorizer_issuer_of(&self, value: &str) -> Option<(&AppSettings, String, Issued)> {
-        self.inner.platforms.values().find_map(|platform| {
+    pub fn authorizer_issuer_of(&self, value: &str) -> Option<(Arc<AppSettings>, String, Issued)> {
+        self.platforms().into_iter().find_map(|(_, platform)| {
             let (authorizer, issued) = platform.issuer_of(value)?;
             let appid = authorizer.token.key.authorizer.clone()?;
-            Some((&*platform.token.app, appid, issued))
+            Some((platform.token.app.clone(), appid, issued))
         })
     }
 
     /// A component's counts and verify ticket, for its status.
     pub fn component_status(&self, app: &str) -> Option<ComponentStatus> {
-        let platform = self.inner.platforms.get(app)?;
+        let platform = self.entry(app)?.platform.clone()?;
         let created_at = platform.ticket_created_at.load(Ordering::Relaxed);
         Some(ComponentStatus {
             authorizers: platform.counts(),
@@ -1302,7 +1330,7 @@ impl Keeper {
     /// Sets the `wxtoken_authorizers{app,state}` gauges (one series per component and
     /// state, never per authorizer).
     pub fn export_authorizer_gauges(&self) {
-        for (id, platform) in &self.inner.platforms {
+        for (id, platform) in self.platforms() {
             let counts = platform.counts();
             for (state, n) in [
                 ("ok", counts.ok),
@@ -1415,7 +1443,7 @@ impl Keeper {
     /// A new verify ticket is in the store: a component waiting for one (or refused the
     /// last one) tries now.
     pub(super) fn verify_ticket_arrived(&self, component: &str) {
-        if let Some(platform) = self.inner.platforms.get(component) {
+        if let Ok(platform) = self.platform(component) {
             let slot = &platform.token;
             let refused = slot
                 .health()
@@ -1430,7 +1458,7 @@ impl Keeper {
 
     /// Takes a changed authorizer record another instance announced.
     pub(super) async fn authorizer_changed(&self, component: &str, appid: &str) {
-        let Some(platform) = self.inner.platforms.get(component) else {
+        let Ok(platform) = self.platform(component) else {
             return;
         };
         match self
@@ -1441,7 +1469,7 @@ impl Keeper {
             .await
         {
             Ok(Some(record)) => {
-                self.take_stored_authorizer(platform, record).await;
+                self.take_stored_authorizer(&platform, record).await;
             }
             Ok(None) => {}
             Err(e) => warn!(component, appid, error = %e, "could not read an announced authorizer"),
@@ -1458,7 +1486,7 @@ impl Keeper {
         let mut offset = 0;
         loop {
             let answer = self
-                .component_call(platform, Want::AuthorizerList { offset })
+                .component_call(&platform, Want::AuthorizerList { offset })
                 .await?;
             let ComponentAnswer::AuthorizerList { total_count, list } = answer else {
                 return Err(unexpected("api_get_authorizer_list"));
@@ -1510,7 +1538,7 @@ impl Keeper {
                 persist(ctx, app, record.clone()).await.map_err(|e| {
                     KeeperError::Unavailable(format!("could not store a refresh token: {e}"))
                 })?;
-                let (authorizer, _) = self.upsert_authorizer(platform, record, None);
+                let (authorizer, _) = self.upsert_authorizer(&platform, record, None);
                 authorizer.token.retry_now();
             }
             offset += got;
@@ -1926,6 +1954,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_refused_refresh_token_is_alerted_and_authorizing_again_resolves_it() {
+        let (api, _dir, _store, keeper) = ready_keeper().await;
+        let code = api.authorize("wxmerchant0001");
+        keeper
+            .authorize("platform", &code)
+            .await
+            .expect("authorized");
+        api.state
+            .lock()
+            .expect("fake")
+            .refresh
+            .insert("wxmerchant0001".into(), "something else".into());
+        let token = keeper
+            .authorizer_token("platform", "wxmerchant0001", None)
+            .await
+            .expect("token");
+        keeper
+            .invalidate_authorizer("platform", "wxmerchant0001", &token.value)
+            .await
+            .expect_err("refused");
+        // An operator is told, once; authorizing again resolves it.
+        let incident = "platform/wxmerchant0001/access_token#needs_reauthorization";
+        let view = keeper.alerts().view();
+        assert_eq!(view.open.len(), 1, "{view:?}");
+        assert_eq!(view.open[0].incident, incident);
+        assert_eq!(
+            view.open[0].kind,
+            crate::alerts::AlertKind::NeedsReauthorization
+        );
+        assert_eq!(view.open[0].app.as_deref(), Some("platform"));
+        let code = api.authorize("wxmerchant0001");
+        keeper
+            .authorize("platform", &code)
+            .await
+            .expect("authorized again");
+        assert!(!keeper.alerts().is_open(incident));
+        let events: Vec<_> = keeper
+            .alerts()
+            .view()
+            .recent
+            .iter()
+            .map(|e| e.event)
+            .collect();
+        assert_eq!(
+            events,
+            [
+                crate::alerts::AlertEvent::Resolved,
+                crate::alerts::AlertEvent::Raised
+            ]
+        );
+        keeper.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
     async fn a_refused_refresh_token_marks_the_authorizer_and_unauthorized_stops_it() {
         let (api, _dir, store, keeper) = ready_keeper().await;
         for appid in ["wxmerchant0001", "wxmerchant0002"] {
@@ -1959,7 +2041,6 @@ mod tests {
             .expect("store")
             .expect("stored");
         assert_eq!(record.state, AuthorizerState::NeedsReauthorization);
-
         let unauthorized = push(
             "<xml><AppId>wxcomponent0000001</AppId><CreateTime>1700000000</CreateTime>\
              <InfoType>unauthorized</InfoType><AuthorizerAppid>wxmerchant0002</AuthorizerAppid></xml>",

@@ -13,7 +13,6 @@
 //!   tokens and tickets may be refreshed alone (WeChat hands every caller the same stable
 //!   token), classic and WeCom tokens only if `store.classic_refresh_when_down` says so.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -26,7 +25,7 @@ use super::schedule;
 use super::slot::Slot;
 use super::{Ctx, Failure};
 use crate::config::TokenMode;
-use crate::credential::{CredentialKey, CredentialKind, Token, unix_now_ms};
+use crate::credential::{CredentialKind, Token, unix_now_ms};
 use crate::store::{Coordination, StoreError, Update};
 
 /// The store is taken for down (and credentials that may be refreshed alone are) only
@@ -88,16 +87,18 @@ pub(super) async fn refresh(
     invalidating: Option<String>,
     before: Option<Arc<Token>>,
 ) -> Result<(), Arc<Failure>> {
-    let ttl = ctx.settings.shared.lease_ttl;
+    let ttl = ctx.settings().shared.lease_ttl;
     for _ in 0..MAX_WAITS {
         match coordination.acquire_lease(&slot.key, &ctx.owner, ttl).await {
             Ok(true) => {
                 ctx.store_health.answered();
+                ctx.alerts.resolve(crate::alerts::STORE_INCIDENT);
                 return refresh_leased(slot, ctx, coordination, before.as_deref(), invalidating)
                     .await;
             }
             Ok(false) => {
                 ctx.store_health.answered();
+                ctx.alerts.resolve(crate::alerts::STORE_INCIDENT);
                 if wait_for_other(slot, ctx, before.as_deref(), invalidating.as_deref(), ttl).await
                 {
                     return Ok(());
@@ -114,6 +115,15 @@ pub(super) async fn refresh(
                         ttl.max(MIN_DOWN_WINDOW).as_secs_f32()
                     ))));
                 }
+                ctx.alerts.raise(
+                    crate::alerts::STORE_INCIDENT.to_owned(),
+                    crate::alerts::AlertKind::StoreUnreachable,
+                    None,
+                    format!(
+                        "the shared store has not answered for {}s: {error}",
+                        since.as_secs()
+                    ),
+                );
                 return refresh_while_down(slot, ctx, invalidating, &error).await;
             }
         }
@@ -133,7 +143,7 @@ async fn refresh_leased(
     before: Option<&Token>,
     invalidating: Option<String>,
 ) -> Result<(), Arc<Failure>> {
-    let ttl = ctx.settings.shared.lease_ttl;
+    let ttl = ctx.settings().shared.lease_ttl;
     let renewer = tokio::spawn(renew(
         ctx.store.clone(),
         slot.key.clone(),
@@ -201,7 +211,7 @@ fn satisfies(slot: &Slot, ctx: &Ctx, token: &Token, invalidating: Option<&str>) 
     if let Some(dead) = invalidating {
         return token.value != dead;
     }
-    let ahead = schedule::refresh_ahead(token, slot.policy(), &ctx.settings);
+    let ahead = schedule::refresh_ahead(token, slot.policy(), &ctx.settings());
     Duration::from_millis(token.remaining_ms(unix_now_ms())) > ahead
 }
 
@@ -254,7 +264,7 @@ async fn refresh_while_down(
         (CredentialKind::Ticket(_), _) => true,
         // A classic fetch kills the token other instances hold; WeCom's behaviour on a
         // repeat fetch is not documented consistently.
-        (CredentialKind::AccessToken, _) => ctx.settings.shared.classic_refresh_when_down,
+        (CredentialKind::AccessToken, _) => ctx.settings().shared.classic_refresh_when_down,
     };
     if !safe_alone {
         return Err(Arc::new(Failure::Unavailable(format!(
@@ -272,27 +282,22 @@ async fn refresh_while_down(
 /// announced (and read from the store before each refresh), so 100,000 of them cost no
 /// periodic comparison.
 pub(super) async fn follow(
-    slots: Vec<Arc<Slot>>,
     keeper: Weak<super::Inner>,
     ctx: Arc<Ctx>,
     mut updates: broadcast::Receiver<Update>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let by_key: HashMap<CredentialKey, Arc<Slot>> =
-        slots.iter().map(|s| (s.key.clone(), s.clone())).collect();
     let keeper = || keeper.upgrade().map(|inner| super::Keeper { inner });
-    let mut tick = tokio::time::interval(ctx.settings.shared.reconcile_every);
+    let slots = || keeper().map(|k| k.app_slots()).unwrap_or_default();
+    let mut tick = tokio::time::interval(ctx.settings().shared.reconcile_every);
     tick.tick().await;
     loop {
         tokio::select! {
             update = updates.recv() => match update {
                 Ok(Update::Stored(key, generation)) => {
-                    let slot = match by_key.get(&key) {
-                        Some(slot) => Some(slot.clone()),
-                        None if key.authorizer.is_some() => keeper().and_then(|k| k.slot_of(&key)),
-                        None => None,
+                    let Some(slot) = keeper().and_then(|k| k.slot_of(&key)) else {
+                        continue;
                     };
-                    let Some(slot) = slot else { continue };
                     let local = slot.current.load().as_deref().map_or(0, |t| t.generation);
                     if generation >= local {
                         adopt_stored(&slot, &ctx).await;
@@ -309,11 +314,11 @@ pub(super) async fn follow(
                     }
                 }
                 Ok(Update::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    reconcile(&slots, &ctx).await;
+                    reconcile(&slots(), &ctx).await;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
-            _ = tick.tick() => reconcile(&slots, &ctx).await,
+            _ = tick.tick() => reconcile(&slots(), &ctx).await,
             _ = shutdown.changed() => return,
         }
     }

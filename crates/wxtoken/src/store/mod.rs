@@ -148,6 +148,48 @@ impl std::fmt::Debug for AuthorizerRecord {
     }
 }
 
+/// A runtime-managed collection of JSON documents by id (`PUT /v1/apps/{app}`,
+/// `POST /v1/clients`): every instance of a fleet reads the same ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Registry {
+    /// Apps added at runtime (their secrets sealed when a master key is set).
+    Apps,
+    /// Client keys added at runtime (only their sha256 is kept).
+    Clients,
+    /// The store's own facts, such as the master key's check value. Changes here do not
+    /// bump [`Store::registry_version`].
+    Meta,
+}
+
+impl Registry {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Registry::Apps => "apps",
+            Registry::Clients => "clients",
+            Registry::Meta => "meta",
+        }
+    }
+}
+
+/// One line of the audit log: who did what to which app, and how it went. Never a
+/// secret or a whole token.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuditEntry {
+    /// Unix ms.
+    pub at_ms: u64,
+    /// The client's name (or `config` for a reload, `cli` for an offline command).
+    pub client: String,
+    /// What was done: `app.put`, `app.delete`, `client.add`, `client.revoke`,
+    /// `token.invalidate`, `ticket.invalidate`, `facade.force_refresh`, `config.reload`...
+    pub action: String,
+    pub app: Option<String>,
+    /// `ok`, or what went wrong.
+    pub result: String,
+}
+
+/// Audit entries are kept this many days.
+pub const AUDIT_KEEP_DAYS: u64 = 90;
+
 /// Durable state. Methods take owned values so that implementations can move them onto
 /// a worker thread or into a network call.
 pub trait Store: Send + Sync + 'static {
@@ -235,6 +277,42 @@ pub trait Store: Send + Sync + 'static {
             Ok(found)
         })
     }
+
+    /// Writes (creates or replaces) `id` in `registry`, bumping the registry version
+    /// (except for [`Registry::Meta`]).
+    fn registry_put(
+        &self,
+        registry: Registry,
+        id: String,
+        value: String,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Removes `id` from `registry`; whether it was there.
+    fn registry_remove(
+        &self,
+        registry: Registry,
+        id: String,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Every `(id, value)` of `registry`, in id order.
+    fn registry_list(
+        &self,
+        registry: Registry,
+    ) -> BoxFuture<'_, Result<Vec<(String, String)>, StoreError>>;
+
+    /// A number that changes whenever apps or clients change, on any instance: polled
+    /// to pick runtime changes up.
+    fn registry_version(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Appends one entry to the audit log.
+    fn audit_append(&self, entry: AuditEntry) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Up to `limit` entries at or after `since_ms`, oldest first.
+    fn audit_since(
+        &self,
+        since_ms: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>>;
 
     /// Whether the store answers (readiness).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;

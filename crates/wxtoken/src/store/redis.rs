@@ -24,8 +24,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::{
-    AuthorizerRecord, AuthorizerState, Coordination, Saved, Store, StoreError, Update, UsageRow,
-    VerifyTicket,
+    AuditEntry, AuthorizerRecord, AuthorizerState, Coordination, Registry, Saved, Store,
+    StoreError, Update, UsageRow, VerifyTicket,
 };
 use crate::credential::{CredentialKey, CredentialKind, Token};
 
@@ -126,6 +126,36 @@ redis.call('ZADD', KEYS[2], 0, ARGV[1])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1
 "#;
+
+/// Writes one registry entry and, for apps and clients, bumps the registry version
+/// (both keys share the `{registry}` hash tag).
+const REGISTRY_PUT_LUA: &str = r#"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[3] == '1' then
+  redis.call('INCR', KEYS[2])
+end
+return 1
+"#;
+
+/// Removes one registry entry, bumping the version if it was there.
+const REGISTRY_REMOVE_LUA: &str = r#"
+local n = redis.call('HDEL', KEYS[1], ARGV[1])
+if n > 0 and ARGV[2] == '1' then
+  redis.call('INCR', KEYS[2])
+end
+return n
+"#;
+
+/// The registry's hash and the version key, in one slot.
+fn registry_keys(registry: Registry) -> (String, String) {
+    (
+        format!("wxtoken:{{registry}}:{}", registry.as_str()),
+        "wxtoken:{registry}:version".to_owned(),
+    )
+}
+
+/// The audit log: a stream whose ids are the entries' times.
+const AUDIT_KEY: &str = "wxtoken:{audit}:log";
 
 /// An authorizer's record as stored (its appid is the hash field, its version the
 /// prefix).
@@ -815,6 +845,128 @@ impl Store for RedisStore {
                 .into_iter()
                 .zip(stored)
                 .filter_map(|(appid, s)| s.map(|s| decode_authorizer(appid, &s)))
+                .collect()
+        }
+        .boxed()
+    }
+
+    fn registry_put(
+        &self,
+        registry: Registry,
+        id: String,
+        value: String,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let mut conn = self.conn.clone();
+        async move {
+            let (hash, version) = registry_keys(registry);
+            let script = Script::new(REGISTRY_PUT_LUA);
+            let mut invocation = script.key(hash);
+            invocation
+                .key(version)
+                .arg(id)
+                .arg(value)
+                .arg(if registry == Registry::Meta { "0" } else { "1" });
+            let _: i64 = within(self.op_timeout, invocation.invoke_async(&mut conn)).await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn registry_remove(
+        &self,
+        registry: Registry,
+        id: String,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let mut conn = self.conn.clone();
+        async move {
+            let (hash, version) = registry_keys(registry);
+            let script = Script::new(REGISTRY_REMOVE_LUA);
+            let mut invocation = script.key(hash);
+            invocation
+                .key(version)
+                .arg(id)
+                .arg(if registry == Registry::Meta { "0" } else { "1" });
+            let removed: i64 = within(self.op_timeout, invocation.invoke_async(&mut conn)).await?;
+            Ok(removed > 0)
+        }
+        .boxed()
+    }
+
+    fn registry_list(
+        &self,
+        registry: Registry,
+    ) -> BoxFuture<'_, Result<Vec<(String, String)>, StoreError>> {
+        let mut conn = self.conn.clone();
+        async move {
+            let (hash, _) = registry_keys(registry);
+            let all: HashMap<String, String> = within(self.op_timeout, conn.hgetall(hash)).await?;
+            let mut all: Vec<(String, String)> = all.into_iter().collect();
+            all.sort();
+            Ok(all)
+        }
+        .boxed()
+    }
+
+    fn registry_version(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let mut conn = self.conn.clone();
+        async move {
+            let (_, version) = registry_keys(Registry::Apps);
+            let version: Option<u64> = within(self.op_timeout, conn.get(version)).await?;
+            Ok(version.unwrap_or(0))
+        }
+        .boxed()
+    }
+
+    fn audit_append(&self, entry: AuditEntry) -> BoxFuture<'_, Result<(), StoreError>> {
+        let mut conn = self.conn.clone();
+        async move {
+            let json =
+                serde_json::to_string(&entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let keep_from = entry
+                .at_ms
+                .saturating_sub(super::AUDIT_KEEP_DAYS * 86_400_000);
+            let _: String = within(
+                self.op_timeout,
+                redis::cmd("XADD")
+                    .arg(AUDIT_KEY)
+                    .arg("MINID")
+                    .arg("~")
+                    .arg(keep_from)
+                    .arg("*")
+                    .arg("entry")
+                    .arg(json)
+                    .query_async(&mut conn),
+            )
+            .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn audit_since(
+        &self,
+        since_ms: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
+        let mut conn = self.conn.clone();
+        async move {
+            let rows: Vec<(String, HashMap<String, String>)> = within(
+                self.op_timeout,
+                redis::cmd("XRANGE")
+                    .arg(AUDIT_KEY)
+                    .arg(since_ms)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(limit)
+                    .query_async(&mut conn),
+            )
+            .await?;
+            rows.into_iter()
+                .filter_map(|(_, fields)| fields.get("entry").cloned())
+                .map(|json| {
+                    serde_json::from_str(&json)
+                        .map_err(|e| StoreError::Corrupt(format!("an audit entry: {e}")))
+                })
                 .collect()
         }
         .boxed()

@@ -11,7 +11,10 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{AuthorizerRecord, AuthorizerState, Pruned, Store, StoreError, UsageRow, VerifyTicket};
+use super::{
+    AuditEntry, AuthorizerRecord, AuthorizerState, Pruned, Registry, Store, StoreError, UsageRow,
+    VerifyTicket,
+};
 use crate::credential::{CredentialKey, Token};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -53,6 +56,28 @@ const MIGRATIONS: &[&str] = &[
         version           INTEGER NOT NULL,
         PRIMARY KEY (component, appid)
     ) WITHOUT ROWID;",
+    // 3: runtime-managed apps and clients (JSON documents; secrets sealed when a master
+    // key is set), a version bumped by every change to them, and the audit log.
+    "CREATE TABLE registry (
+        registry  TEXT NOT NULL,
+        id        TEXT NOT NULL,
+        value     TEXT NOT NULL,
+        PRIMARY KEY (registry, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE registry_version (
+        one      INTEGER NOT NULL PRIMARY KEY CHECK (one = 1),
+        version  INTEGER NOT NULL
+    );
+    INSERT INTO registry_version (one, version) VALUES (1, 0);
+    CREATE TABLE audit (
+        seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms   INTEGER NOT NULL,
+        client  TEXT    NOT NULL,
+        action  TEXT    NOT NULL,
+        app     TEXT,
+        result  TEXT    NOT NULL
+    );
+    CREATE INDEX audit_at ON audit (at_ms);",
 ];
 
 /// Reads one `authorizers` row (columns in the order of [`AUTHORIZER_COLUMNS`]).
@@ -228,6 +253,9 @@ impl Store for SqliteStore {
         self.run(move |conn| {
             let tx = conn.transaction()?;
             let usage_rows = tx.execute("DELETE FROM usage WHERE day < ?1", [&oldest_day])?;
+            let audit_before = crate::credential::unix_now_ms()
+                .saturating_sub(super::AUDIT_KEEP_DAYS * 86_400_000);
+            tx.execute("DELETE FROM audit WHERE at_ms < ?1", [audit_before as i64])?;
             // The configured apps, as a JSON array (one bound parameter, any length).
             let apps =
                 serde_json::to_string(&apps).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -372,6 +400,105 @@ impl Store for SqliteStore {
                 params![component, after.unwrap_or_default(), limit as i64],
                 authorizer_row,
             )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn registry_put(
+        &self,
+        registry: Registry,
+        id: String,
+        value: String,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO registry (registry, id, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (registry, id) DO UPDATE SET value = excluded.value",
+                params![registry.as_str(), id, value],
+            )?;
+            if registry != Registry::Meta {
+                tx.execute("UPDATE registry_version SET version = version + 1", [])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn registry_remove(
+        &self,
+        registry: Registry,
+        id: String,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.run(move |conn| {
+            let tx = conn.transaction()?;
+            let removed = tx.execute(
+                "DELETE FROM registry WHERE registry = ?1 AND id = ?2",
+                params![registry.as_str(), id],
+            )? > 0;
+            if removed && registry != Registry::Meta {
+                tx.execute("UPDATE registry_version SET version = version + 1", [])?;
+            }
+            tx.commit()?;
+            Ok(removed)
+        })
+    }
+
+    fn registry_list(
+        &self,
+        registry: Registry,
+    ) -> BoxFuture<'_, Result<Vec<(String, String)>, StoreError>> {
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT id, value FROM registry WHERE registry = ?1 ORDER BY id")?;
+            let rows = stmt.query_map([registry.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    fn registry_version(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.run(|conn| {
+            let version: i64 =
+                conn.query_row("SELECT version FROM registry_version", [], |row| row.get(0))?;
+            Ok(version as u64)
+        })
+    }
+
+    fn audit_append(&self, entry: AuditEntry) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO audit (at_ms, client, action, app, result) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    entry.at_ms as i64,
+                    entry.client,
+                    entry.action,
+                    entry.app,
+                    entry.result
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn audit_since(
+        &self,
+        since_ms: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
+        self.run(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT at_ms, client, action, app, result FROM audit
+                 WHERE at_ms >= ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![since_ms as i64, limit as i64], |row| {
+                Ok(AuditEntry {
+                    at_ms: row.get::<_, i64>(0)? as u64,
+                    client: row.get(1)?,
+                    action: row.get(2)?,
+                    app: row.get(3)?,
+                    result: row.get(4)?,
+                })
+            })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }

@@ -10,7 +10,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-use crate::helpers::{KEY, Options, spawn_app_with};
+use crate::helpers::{APPID, KEY, Options, SECRET, spawn_app_with};
 
 /// How long the page may take to show something: it refreshes every 5 s.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -148,24 +148,42 @@ async fn the_dashboard_shows_an_app_its_new_refreshes_and_no_admin_actions_to_a_
     assert_eq!(app.upstream_calls(), 2);
 }
 
-/// Signs in, watches the page, triggers a refresh; returns a screenshot.
-async fn drive(app: &crate::helpers::TestApp, browser: &Client, first: &str) -> Vec<u8> {
+/// Opens `base`'s dashboard and signs in with `key`.
+async fn sign_in(browser: &Client, base: &str, key: &str) {
     browser
-        .goto(&format!("{}/ui", app.base))
+        .goto(&format!("{base}/ui"))
         .await
         .expect("the page opens");
-    let key = browser
+    let field = browser
         .find(Locator::Css("#key"))
         .await
         .expect("a key field");
-    key.send_keys(KEY).await.expect("type the key");
+    field.send_keys(key).await.expect("type the key");
+    click(browser, "#sign-in-form button[type=submit]").await;
+}
+
+async fn click(browser: &Client, css: &str) {
     browser
-        .find(Locator::Css("#sign-in-form button[type=submit]"))
+        .find(Locator::Css(css))
         .await
-        .expect("a sign-in button")
+        .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
         .click()
         .await
-        .expect("sign in");
+        .unwrap_or_else(|e| panic!("could not click {css}: {e}"));
+}
+
+/// Accepts the confirm() dialog a click opened (it may take a moment to open).
+async fn accept_dialog(browser: &Client) {
+    let deadline = Instant::now() + PATIENCE;
+    while let Err(e) = browser.accept_alert().await {
+        assert!(Instant::now() < deadline, "no dialog opened: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Signs in, watches the page, triggers a refresh; returns a screenshot.
+async fn drive(app: &crate::helpers::TestApp, browser: &Client, first: &str) -> Vec<u8> {
+    sign_in(browser, &app.base, KEY).await;
 
     let state = r#"const n = document.querySelector('[data-app="shop"] .state');
                    return n ? n.textContent : null;"#;
@@ -188,9 +206,16 @@ async fn drive(app: &crate::helpers::TestApp, browser: &Client, first: &str) -> 
         eval(browser, admin).await,
         json!({"hidden": true, "remove": 0, "revoke": 0, "signIn": true})
     );
-    // This server has no alerts route yet (404): the page says so rather than fail.
-    let alerts = r#"return document.getElementById('alerts').textContent;"#;
-    assert_eq!(eval(browser, alerts).await, "no alerts");
+    // `other`'s wrong appid is an open incident.
+    let alerts = r#"const n = document.querySelector('#alerts .alert.open');
+                    return n ? n.textContent : null;"#;
+    until(browser, "the open incident", alerts, |v| {
+        v.as_str().is_some_and(|t| {
+            t.starts_with("configuration_error other")
+                && t.contains("WeChat refuses the configuration (errcode 40013)")
+        })
+    })
+    .await;
     // An app that fails shows red marks and its last error.
     let failed = r#"return document.querySelectorAll('[data-app="other"] .mark.failed').length;"#;
     until(browser, "other's failures", failed, |v| {
@@ -283,4 +308,188 @@ async fn renders_what_this_server_cannot_send_yet(browser: &Client) {
             "wechat": "daily_limit 2000, used 9, remain 1991",
         })
     );
+}
+
+const ADMIN_KEY: &str = "wxt_test_dashboard_admin_key";
+const APPID2: &str = "wx2222222222222222";
+const SECRET2: &str = "second-app-secret-value";
+
+#[tokio::test]
+async fn an_admin_adds_and_revokes_a_client_and_removes_an_app_from_the_dashboard() {
+    let chromium = required(
+        &["chromium", "chromium-browser", "google-chrome"],
+        "chromium",
+    );
+    let chromedriver = required(&["chromedriver"], "chromium-driver");
+
+    let emulator = wechat_emulator::spawn(wechat_emulator::Config {
+        apps: vec![
+            wechat_emulator::AppCredentials::new(APPID, SECRET),
+            wechat_emulator::AppCredentials::new(APPID2, SECRET2),
+        ],
+        ..wechat_emulator::Config::default()
+    })
+    .await
+    .expect("emulator starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[store]
+path = "{db}"
+[upstream]
+api_base = "{api_base}"
+[[apps]]
+id = "shop"
+appid = "{APPID}"
+secret = "{SECRET}"
+[[clients]]
+name = "admin"
+key = "{ADMIN_KEY}"
+apps = ["*"]
+scopes = ["read", "admin"]
+"#,
+        db = dir.path().join("wxtoken.db").display(),
+        api_base = emulator.base_url(),
+    );
+    let settings = wxtoken::Settings::from_toml(&toml).expect("valid config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let server = wxtoken::Server::build(&settings, listener)
+        .await
+        .expect("server builds");
+    let base = format!("http://{}", server.local_addr().expect("addr"));
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    // An app added at runtime (those from the config file cannot be removed).
+    let http = reqwest::Client::new();
+    let added = http
+        .put(format!("{base}/v1/apps/shop2"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"kind": "official", "appid": APPID2, "secret": SECRET2}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(added.status(), 201);
+
+    let driver = start_chromedriver(&chromedriver).await;
+    let browser = open_browser(&driver, &chromium).await;
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(administer(
+        &browser, &base, &http,
+    )))
+    .await;
+    let closed = browser.close().await;
+    let screenshot = outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    closed.expect("the session closes");
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-admin.png");
+    std::fs::write(&path, &screenshot).expect("write the screenshot");
+    println!("admin dashboard screenshot: {}", path.display());
+    // shop's token at start and shop2's when added: the page fetched nothing.
+    let stats = emulator.emulator.stats();
+    assert_eq!(stats.app(APPID).upstream_token_calls(), 1);
+    assert_eq!(stats.app(APPID2).upstream_token_calls(), 1);
+}
+
+async fn administer(browser: &Client, base: &str, http: &reqwest::Client) -> Vec<u8> {
+    sign_in(browser, base, ADMIN_KEY).await;
+    let clients = r#"if (document.getElementById('admin').hidden) return null;
+        return [...document.querySelectorAll('#clients tbody tr')].map(r => r.dataset.client);"#;
+    until(browser, "the clients of an admin", clients, |v| {
+        v == &json!(["admin"])
+    })
+    .await;
+    let apps = r#"return [...document.querySelectorAll('.app')]
+        .filter(a => a.querySelector('.state').textContent === 'ok'
+                     && a.querySelector('.remove-app'))
+        .map(a => a.dataset.app);"#;
+    until(browser, "both apps, removable", apps, |v| {
+        v == &json!(["shop", "shop2"])
+    })
+    .await;
+    let alerts = r#"return document.getElementById('alerts').textContent;"#;
+    assert_eq!(eval(browser, alerts).await, "no alerts");
+
+    // Add a client: its key is shown once, and works.
+    let name = browser
+        .find(Locator::Css("#client-name"))
+        .await
+        .expect("name field");
+    name.send_keys("made-on-the-page").await.expect("type");
+    let apps_field = browser
+        .find(Locator::Css("#client-apps"))
+        .await
+        .expect("apps field");
+    apps_field.send_keys("shop").await.expect("type");
+    click(browser, "#add-client button[type=submit]").await;
+    let shown = r#"return document.getElementById('new-key').hidden
+        ? null : document.getElementById('new-key-value').textContent;"#;
+    let key = until(browser, "the new key", shown, |v| {
+        v.as_str().is_some_and(|k| !k.is_empty())
+    })
+    .await;
+    let key = key.as_str().expect("a key").to_owned();
+    let status = |key: String| {
+        let request = http
+            .get(format!("{base}/v1/apps/shop"))
+            .bearer_auth(key)
+            .send();
+        async move { request.await.expect("sent").status().as_u16() }
+    };
+    assert_eq!(status(key.clone()).await, 200);
+    until(browser, "the new client listed", clients, |v| {
+        v == &json!(["admin", "made-on-the-page"])
+    })
+    .await;
+    let screenshot = browser.screenshot().await.expect("a screenshot");
+    click(browser, "#new-key-done").await;
+    let gone = r#"return document.getElementById('new-key-value').textContent;"#;
+    assert_eq!(eval(browser, gone).await, "", "the key is shown once");
+
+    // Revoke it: the key stops working.
+    click(
+        browser,
+        r#"tr[data-client="made-on-the-page"] .revoke-client"#,
+    )
+    .await;
+    accept_dialog(browser).await;
+    until(browser, "the client gone", clients, |v| {
+        v == &json!(["admin"])
+    })
+    .await;
+    assert_eq!(status(key).await, 401);
+
+    // Remove the runtime app: its routes answer 404.
+    click(browser, r#"[data-app="shop2"] .remove-app"#).await;
+    accept_dialog(browser).await;
+    let listed = r#"return [...document.querySelectorAll('.app')].map(a => a.dataset.app);"#;
+    until(browser, "shop2 gone", listed, |v| v == &json!(["shop"])).await;
+    let removed = http
+        .get(format!("{base}/v1/apps/shop2"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(removed.status(), 404);
+    let timeline = http
+        .get(format!("{base}/v1/apps/shop2/timeline"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(timeline.status(), 404);
+
+    // An app from the config file cannot be removed: the page says why.
+    click(browser, r#"[data-app="shop"] .remove-app"#).await;
+    accept_dialog(browser).await;
+    let error = r#"return document.getElementById('admin-error').textContent;"#;
+    until(browser, "the refusal", error, |v| {
+        v.as_str().is_some_and(|e| e.contains("config"))
+    })
+    .await;
+    assert_eq!(eval(browser, listed).await, json!(["shop"]));
+    screenshot
 }
