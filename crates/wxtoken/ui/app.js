@@ -174,6 +174,10 @@ function quotaText(app) {
 function wechatQuota(app) {
   const w = app.quota && app.quota.wechat;
   if (!w || typeof w !== "object") return null;
+  if (w.daily_limit !== undefined && w.used !== undefined) {
+    return `${w.used} / ${w.daily_limit} (${w.remain ?? "?"} left)` +
+      (w.fetched_at ? `, as of ${clock(w.fetched_at * 1000)}` : "");
+  }
   const parts = Object.entries(w).map(([k, v]) =>
     `${k} ${typeof v === "object" ? JSON.stringify(v) : v}`);
   return parts.join(", ");

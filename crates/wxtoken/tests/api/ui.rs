@@ -299,13 +299,14 @@ async fn renders_what_this_server_cannot_send_yet(browser: &Client) {
             quota: quotaText({upstream_calls_today: 3, quota: {budget: 1600, used: 3, guarded: false}}),
             guarded: quotaText({upstream_calls_today: 9, quota: {budget: 8, used: 9, guarded: true}}),
             wechat: wechatQuota({quota: {wechat: {daily_limit: 2000, used: 9, remain: 1991}}}),
+            other: wechatQuota({quota: {wechat: {calls: 9}}}),
         };"#;
     assert_eq!(
         eval(browser, script).await,
         json!({
             "admin": true, "client": "<img id=evil1 src=x>", "revoke": 1, "alert": true,
             "markup": 0, "quota": "3 / 1600", "guarded": "9 / 8 (guarded)",
-            "wechat": "daily_limit 2000, used 9, remain 1991",
+            "wechat": "9 / 2000 (1991 left)", "other": "calls 9",
         })
     );
 }
