@@ -12,7 +12,9 @@ mod health;
 mod jssdk;
 mod platform;
 mod tickets;
+mod timeline;
 mod tokens;
+mod ui;
 
 use std::sync::Arc;
 
@@ -191,6 +193,12 @@ pub fn router(state: AppState) -> Router {
             post(facade::stable_token).layer(limited()),
         )
         .route("/cgi-bin/gettoken", get(facade::gettoken))
+        .route("/v1/apps/{app}/timeline", get(timeline::timeline))
+        // The dashboard (its page calls the routes above with the signed-in key).
+        .route("/ui", get(ui::index))
+        .route("/ui/", get(ui::index))
+        .route("/ui/app.js", get(ui::script))
+        .route("/ui/style.css", get(ui::style))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

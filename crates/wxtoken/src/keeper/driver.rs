@@ -317,6 +317,11 @@ async fn refresh(
         None => fetch(slot, ctx, invalidating, true).await,
     };
     result.map_err(|failure| {
+        if !slot.of_authorizer() && !matches!(*failure, Failure::ForceRefused(_)) {
+            let held = slot.current.load().as_deref().map(|t| t.generation);
+            ctx.history
+                .failed(&slot.key.app, slot.key.kind, held, &failure);
+        }
         let failure = record_failure(slot, failure);
         alert_configuration(slot, ctx, &failure);
         failure
@@ -826,6 +831,11 @@ pub(super) async fn install(
         next_refresh_in_ms = delay.as_millis() as u64,
         "credential installed"
     );
+    if renewed && !slot.of_authorizer() {
+        let at = token.fetched_at_ms;
+        ctx.history
+            .refreshed(&slot.key.app, slot.key.kind, generation, at);
+    }
     if renewed {
         metrics::counter!("wxtoken_token_renewals_total", "app" => slot.key.app.clone(), "kind" => kind)
             .increment(1);
@@ -888,10 +898,11 @@ fn take_stored(slot: &Slot, ctx: &Ctx, stored: Token, over: bool) -> bool {
     let now_ms = unix_now_ms();
     let delay = schedule::refresh_delay(&stored, slot.policy(), &ctx.settings(), now_ms);
     let kind = slot.key.kind.as_str();
-    let (value, generation, expires_at_ms) = (
+    let (value, generation, expires_at_ms, fetched_at_ms) = (
         stored.redacted().to_string(),
         stored.generation,
         stored.expires_at_ms,
+        stored.fetched_at_ms,
     );
     let taken = if over {
         slot.swap_in(|_| Some(stored.clone())).is_some()
@@ -922,6 +933,10 @@ fn take_stored(slot: &Slot, ctx: &Ctx, stored: Token, over: bool) -> bool {
         health.consecutive_failures = 0;
     }
     slot.outcome.send_modify(|o| o.installs += 1);
+    if !slot.of_authorizer() {
+        let (app, kind) = (&slot.key.app, slot.key.kind);
+        ctx.history.refreshed(app, kind, generation, fetched_at_ms);
+    }
     true
 }
 

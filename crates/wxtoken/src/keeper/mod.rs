@@ -8,6 +8,7 @@
 mod budget;
 mod driver;
 mod expiry;
+pub mod history;
 mod platform;
 mod quota;
 pub mod schedule;
@@ -211,6 +212,8 @@ pub(crate) struct Ctx {
     pub store_health: shared::StoreHealth,
     /// The quota guard's per-app state (WeChat's figures, clears).
     pub quota: quota::QuotaBook,
+    /// Each app's recent refreshes and failures, for the dashboard's timeline.
+    pub history: history::History,
     /// Incidents for the operators' webhooks; raising one never waits.
     pub alerts: crate::alerts::Alerts,
 }
@@ -312,6 +315,8 @@ async fn build_app(
                 expires_in = token.expires_in_secs(now_ms),
                 "loaded stored credential"
             );
+            let at = token.fetched_at_ms;
+            ctx.history.refreshed(&app.id, kind, token.generation, at);
             slot.current.store(Some(Arc::new(token)));
         }
         all.push(slot.clone());
@@ -381,6 +386,7 @@ impl Keeper {
             ticket_budget: TicketBudget::default(),
             store_health: shared::StoreHealth::default(),
             quota: quota::QuotaBook::default(),
+            history: history::History::default(),
         });
 
         let mut built = Apps::default();
@@ -503,6 +509,7 @@ impl Keeper {
             order: apps.order.iter().filter(|id| *id != app).cloned().collect(),
         });
         let _ = previous.stop.send(true);
+        self.inner.ctx.history.forget(app);
         // Nothing is kept for it any more: its incidents (its authorizers' too) are over.
         self.inner.ctx.alerts.resolve_prefix(&format!("{app}/"));
         self.inner.ctx.alerts.resolve_prefix(&format!("{app}#"));
@@ -764,6 +771,13 @@ impl Keeper {
         status.component = self.component_status(app);
         status.quota = Some(quota::status(&slots.token, &self.inner.ctx));
         Some(status)
+    }
+
+    /// `app`'s refreshes and failures at or after `since_ms` (unix ms), within the last
+    /// day, oldest first; `None` for an unknown app.
+    pub fn timeline(&self, app: &str, since_ms: u64) -> Option<Vec<history::Event>> {
+        self.has_app(app)
+            .then(|| self.inner.ctx.history.since(app, since_ms, unix_now_ms()))
     }
 
     /// Stops every driver. In-flight upstream calls get `grace` in all (not per

@@ -26,5 +26,7 @@ mod resilience;
 mod single_flight;
 mod supervision;
 mod tickets;
+mod timeline;
+mod ui;
 mod upload;
 mod wecom;
