@@ -18,6 +18,7 @@
 #        QUIET_WAIT=180   seconds to wait, before each run, for other load (a build) to stop
 #        OTHER_MAX=20     a run during which other processes used more than this % of a
 #                         core is repeated (at most RETRIES=2 times), then marked noisy
+#        BENCH_BIN=DIR    use the binaries in DIR instead of building (e.g. an older commit's)
 #        (a quick run: DURATION=3s ROUNDS=1 WARMUP=1s REQUESTS=1000 bash bench/run.sh)
 # Output: a table on stdout. Raw wrk outputs, server logs and summary.txt go to
 #         bench/results/<timestamp>/ (gitignored).

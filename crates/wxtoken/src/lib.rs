@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod http;
 pub mod jssdk;
 pub mod keeper;
+pub mod logging;
 pub mod server;
 pub mod store;
 pub mod wechat;

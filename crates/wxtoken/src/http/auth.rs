@@ -36,7 +36,8 @@ impl Caller {
     }
 }
 
-/// Finds the client whose key hashes to the same digest, looking at every client.
+/// Finds the client whose key hashes to the same digest, looking at every client, and
+/// tells the access log its name.
 pub fn find_client<'s>(
     clients: &'s [Arc<ClientSettings>],
     key: &str,
@@ -47,6 +48,9 @@ pub fn find_client<'s>(
         if bool::from(client.key_sha256.ct_eq(&digest)) {
             found = Some(client);
         }
+    }
+    if let Some(client) = found {
+        super::access::note_client(client);
     }
     found
 }
