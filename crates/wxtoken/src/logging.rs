@@ -1,99 +1,127 @@
 //! The binary's log output: tracing's text format on stdout, written by one thread.
 //!
-//! A request formats its access-log line and hands it to a bounded channel; the writer
-//! thread wakes for the first line, lets others gather for 50 ms, and writes them all in
-//! 64 KiB writes. So a request never waits on stdout, a busy second costs a few large
-//! writes instead of one per request, and senders do not wake the writer per line. A full channel (stdout stuck)
-//! drops lines rather than slowing requests, and counts them in
-//! `wxtoken_log_lines_dropped_total`.
+//! A request appends its formatted access-log line to a shared buffer (a copy under an
+//! uncontended lock: no allocation, no system call). The writer thread takes the whole
+//! buffer every 50 ms and writes it with one `write(2)`; with nothing to write it parks
+//! until the next line. So a request never waits on stdout, a busy second costs twenty
+//! writes instead of one per request, and a line wakes the writer only after a quiet
+//! spell. If stdout stops taking lines, the buffer stops at 8 MiB and further lines are
+//! dropped and counted in `wxtoken_log_lines_dropped_total`.
 
 use std::io::{self, Write};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::{JoinHandle, Thread};
+use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 
-/// Lines that may wait for the writer thread: a few seconds of a busy server.
-const QUEUE_LINES: usize = 64 * 1024;
-/// Bytes gathered before a write even if more lines wait.
-const WRITE_CHUNK: usize = 64 * 1024;
-/// How long the writer lets lines gather after the first: the most a line waits.
-const GATHER: std::time::Duration = std::time::Duration::from_millis(50);
+/// How often the writer takes what has gathered: the most a line waits under load.
+const GATHER: Duration = Duration::from_millis(50);
+/// Bytes that may wait for the writer; more are dropped rather than slowing requests.
+const MAX_PENDING: usize = 8 * 1024 * 1024;
 
 /// Lines dropped because the writer could not keep up.
 pub const DROPPED_TOTAL: &str = "wxtoken_log_lines_dropped_total";
 
+/// What the request threads and the writer thread share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Lines not yet taken by the writer.
+    pending: Mutex<Vec<u8>>,
+    /// Set by the writer before it parks; the next line unparks it.
+    idle: AtomicBool,
+    /// Set by the guard: write what is left and stop.
+    stop: AtomicBool,
+    writer: OnceLock<Thread>,
+}
+
+impl Shared {
+    fn pending(&self) -> MutexGuard<'_, Vec<u8>> {
+        // A panic mid-append leaves at worst a partial line: keep going.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake_writer(&self) {
+        if let Some(writer) = self.writer.get() {
+            writer.unpark();
+        }
+    }
+
+    /// Swaps the pending lines into `spare` and writes them; false if there were none.
+    fn write_pending(&self, spare: &mut Vec<u8>, out: &mut impl Write) -> bool {
+        std::mem::swap(&mut *self.pending(), spare);
+        if spare.is_empty() {
+            return false;
+        }
+        // Nowhere to report a failed write to stdout; the next lines try again.
+        let _ = out.write_all(spare).and_then(|()| out.flush());
+        spare.clear();
+        true
+    }
+}
+
 /// Hands lines to the writer thread; give it to `tracing_subscriber::fmt().with_writer`.
 #[derive(Debug, Clone)]
 pub struct NonBlocking {
-    lines: SyncSender<Vec<u8>>,
+    shared: Arc<Shared>,
 }
 
-/// Flushes what is queued and stops the writer thread when dropped: keep it alive in
-/// `main` until the end.
+/// Writes what is left and stops the writer thread when dropped: keep it alive in `main`
+/// until the end.
 #[derive(Debug)]
 pub struct FlushGuard {
-    lines: SyncSender<Vec<u8>>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
 /// Starts the writer thread on stdout.
 pub fn stdout() -> io::Result<(NonBlocking, FlushGuard)> {
-    let (lines, queue) = sync_channel(QUEUE_LINES);
+    let shared = Arc::new(Shared::default());
+    let theirs = shared.clone();
     let thread = std::thread::Builder::new()
         .name("wxtoken-log".into())
-        .spawn(move || write_lines(&queue, &mut io::stdout()))?;
+        .spawn(move || write_until_stopped(&theirs, &mut io::stdout()))?;
+    let _ = shared.writer.set(thread.thread().clone());
     Ok((
         NonBlocking {
-            lines: lines.clone(),
+            shared: shared.clone(),
         },
         FlushGuard {
-            lines,
+            shared,
             thread: Some(thread),
         },
     ))
 }
 
-/// The writer thread: waits for a line, lets more gather for [`GATHER`], then writes all
-/// that wait in chunks, until an empty line (the guard's stop signal) or every sender is
-/// gone. Sleeping rather than waiting on the channel while lines gather is what keeps
-/// senders from waking this thread, a futex call and a context switch, once per line.
-fn write_lines(queue: &Receiver<Vec<u8>>, out: &mut impl Write) {
-    let mut chunk = Vec::with_capacity(WRITE_CHUNK);
-    while let Ok(first) = queue.recv() {
-        let mut stop = first.is_empty();
-        chunk.extend_from_slice(&first);
-        if !stop {
-            std::thread::sleep(GATHER);
-        }
-        loop {
-            let line = if stop { None } else { queue.try_recv().ok() };
-            if let Some(line) = &line {
-                stop = line.is_empty();
-                chunk.extend_from_slice(line);
-            }
-            if line.is_none() || chunk.len() >= WRITE_CHUNK {
-                // Nowhere to report a failed write to stdout; the next lines try again.
-                let _ = out.write_all(&chunk).and_then(|()| out.flush());
-                chunk.clear();
-            }
-            if line.is_none() {
-                break;
-            }
-        }
-        if stop {
+/// The writer thread's loop.
+fn write_until_stopped(shared: &Shared, out: &mut impl Write) {
+    let mut spare = Vec::new();
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            shared.write_pending(&mut spare, out);
             return;
         }
+        if shared.write_pending(&mut spare, out) {
+            std::thread::sleep(GATHER);
+            continue;
+        }
+        // Nothing came in a whole gathering time: park until a line arrives. A line
+        // appended after `idle` is set either is seen by the check below or unparks us.
+        shared.idle.store(true, Ordering::SeqCst);
+        if shared.pending().is_empty() && !shared.stop.load(Ordering::SeqCst) {
+            std::thread::park();
+        }
+        shared.idle.store(false, Ordering::SeqCst);
     }
 }
 
 impl Drop for FlushGuard {
     fn drop(&mut self) {
-        // An empty line is never a log line: it tells the thread to write out and stop.
-        if self.lines.send(Vec::new()).is_ok() {
-            if let Some(thread) = self.thread.take() {
-                let _ = thread.join();
-            }
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake_writer();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
@@ -101,19 +129,25 @@ impl Drop for FlushGuard {
 /// One log line on its way to the writer thread.
 #[derive(Debug)]
 pub struct Line<'a> {
-    lines: &'a SyncSender<Vec<u8>>,
+    shared: &'a Shared,
 }
 
 impl Write for Line<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        match self.lines.try_send(buf.to_vec()) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => metrics::counter!(DROPPED_TOTAL).increment(1),
-            // The writer stopped (shutting down): nowhere to write.
-            Err(TrySendError::Disconnected(_)) => {}
+        let appended = {
+            let mut pending = self.shared.pending();
+            let fits = pending.len() + buf.len() <= MAX_PENDING;
+            if fits {
+                pending.extend_from_slice(buf);
+            }
+            fits
+        };
+        if !appended {
+            metrics::counter!(DROPPED_TOTAL).increment(1);
+        } else if self.shared.idle.load(Ordering::SeqCst)
+            && self.shared.idle.swap(false, Ordering::SeqCst)
+        {
+            self.shared.wake_writer();
         }
         Ok(buf.len())
     }
@@ -127,7 +161,9 @@ impl<'a> MakeWriter<'a> for NonBlocking {
     type Writer = Line<'a>;
 
     fn make_writer(&'a self) -> Line<'a> {
-        Line { lines: &self.lines }
+        Line {
+            shared: &self.shared,
+        }
     }
 }
 
@@ -136,9 +172,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn queued_lines_are_written_in_order_and_the_stop_signal_ends_the_thread() {
-        let (lines, queue) = sync_channel(16);
-        let writer = NonBlocking { lines };
+    fn lines_are_written_in_order_and_whatever_is_pending_at_stop() {
+        let writer = NonBlocking {
+            shared: Arc::default(),
+        };
         for n in 0..5 {
             // The fmt layer writes each line with one `write_all`.
             let line = format!("line {n}\n");
@@ -147,9 +184,9 @@ mod tests {
                 .write_all(line.as_bytes())
                 .expect("queued");
         }
-        writer.lines.send(Vec::new()).expect("stop queued");
+        writer.shared.stop.store(true, Ordering::SeqCst);
         let mut out = Vec::new();
-        write_lines(&queue, &mut out);
+        write_until_stopped(&writer.shared, &mut out);
         assert_eq!(
             String::from_utf8(out).expect("utf-8"),
             "line 0\nline 1\nline 2\nline 3\nline 4\n"
@@ -157,18 +194,56 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_drops_the_line_instead_of_blocking() {
-        let (lines, queue) = sync_channel(1);
-        let writer = NonBlocking { lines };
-        writer.make_writer().write_all(b"kept\n").expect("queued");
+    fn a_full_buffer_drops_the_line_instead_of_blocking() {
+        let writer = NonBlocking {
+            shared: Arc::default(),
+        };
+        let big = vec![b'x'; MAX_PENDING - 2];
+        writer.make_writer().write_all(&big).expect("queued");
         let dropped = writer.make_writer().write_all(b"dropped\n");
         assert!(
             dropped.is_ok(),
-            "a full queue never blocks or fails the caller"
+            "a full buffer never blocks or fails the caller"
         );
-        drop(writer);
-        let mut out = Vec::new();
-        write_lines(&queue, &mut out);
-        assert_eq!(out, b"kept\n");
+        assert_eq!(writer.shared.pending().len(), MAX_PENDING - 2);
+    }
+
+    #[test]
+    fn a_line_after_a_quiet_spell_wakes_the_parked_writer() {
+        let (writer, guard) = {
+            let shared = Arc::new(Shared::default());
+            let out = Arc::new(Mutex::new(Vec::new()));
+            let (theirs, sink) = (shared.clone(), out.clone());
+            let thread = std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                write_until_stopped(&theirs, &mut buf);
+                sink.lock().expect("sink").extend(buf);
+            });
+            let _ = shared.writer.set(thread.thread().clone());
+            (NonBlocking { shared }, (thread, out))
+        };
+        // Wait (with a deadline) until the writer has parked.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !writer.shared.idle.load(Ordering::SeqCst) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never idled"
+            );
+            std::thread::yield_now();
+        }
+        writer.make_writer().write_all(b"wake\n").expect("queued");
+        // The writer takes the line without a stop signal.
+        while !writer.shared.pending().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the parked writer slept on"
+            );
+            std::thread::yield_now();
+        }
+        writer.shared.stop.store(true, Ordering::SeqCst);
+        writer.shared.wake_writer();
+        let (thread, out) = guard;
+        thread.join().expect("writer thread");
+        assert_eq!(out.lock().expect("out").as_slice(), b"wake\n");
     }
 }

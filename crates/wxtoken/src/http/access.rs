@@ -117,7 +117,7 @@ impl RouteMetrics {
 
 /// The route label of a request: its route template, or for the fallback `gateway` or
 /// `unmatched`.
-fn route_label<'r>(request: &'r Request) -> &'r str {
+fn route_label(request: &Request) -> &str {
     match request.extensions().get::<MatchedPath>() {
         Some(matched) => matched.as_str(),
         None if super::gateway::is_gateway_path(request.uri().path()) => GATEWAY_ROUTE,

@@ -31,7 +31,9 @@ fn parse_prometheus(text: &str) -> (BTreeMap<String, String>, Vec<Sample>) {
         let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
         let value: f64 = match value {
             "+Inf" => f64::INFINITY,
-            v => v.parse().unwrap_or_else(|_| panic!("bad value in `{line}`")),
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in `{line}`")),
         };
         let (name, labels) = match series.split_once('{') {
             None => (series, BTreeMap::new()),
@@ -62,9 +64,16 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64>
     let found: Vec<&Sample> = samples
         .iter()
         .filter(|s| s.name == name)
-        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
         .collect();
-    assert!(found.len() <= 1, "several samples match {name} {labels:?}: {found:?}");
+    assert!(
+        found.len() <= 1,
+        "several samples match {name} {labels:?}: {found:?}"
+    );
     found.first().map(|s| s.value)
 }
 
@@ -146,7 +155,10 @@ async fn every_request_is_counted_by_route_template_and_logged_once_without_keys
         .await,
         401
     );
-    assert_eq!(status_of(http.get(format!("{base}/no/such/path"))).await, 404);
+    assert_eq!(
+        status_of(http.get(format!("{base}/no/such/path"))).await,
+        404
+    );
     let foreign = "FOREIGN_TOKEN_never_issued_here_0123456789";
     assert_eq!(
         status_of(http.get(format!(
@@ -172,7 +184,10 @@ async fn every_request_is_counted_by_route_template_and_logged_once_without_keys
     assert_eq!(requests("unmatched", "404"), Some(1.0));
     assert_eq!(requests("gateway", "200"), Some(1.0));
     // Labels are templates: no raw path and no query ever becomes a label value.
-    for sample in samples.iter().filter(|s| s.name.starts_with("wxtoken_http_")) {
+    for sample in samples
+        .iter()
+        .filter(|s| s.name.starts_with("wxtoken_http_"))
+    {
         let route = &sample.labels["route"];
         assert!(
             !route.contains("shop") && !route.contains('?') && !route.contains("/no/such"),
@@ -182,7 +197,11 @@ async fn every_request_is_counted_by_route_template_and_logged_once_without_keys
 
     // The histogram: 6 requests on the token route, buckets cumulative up to +Inf.
     let duration = "wxtoken_http_request_duration_seconds";
-    let count = value(&samples, &format!("{duration}_count"), &[("route", TOKEN_ROUTE)]);
+    let count = value(
+        &samples,
+        &format!("{duration}_count"),
+        &[("route", TOKEN_ROUTE)],
+    );
     assert_eq!(count, Some(6.0));
     let mut buckets: Vec<(f64, f64)> = samples
         .iter()
@@ -197,11 +216,21 @@ async fn every_request_is_counted_by_route_template_and_logged_once_without_keys
         .collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     assert!(buckets.len() > 5, "configured buckets render: {buckets:?}");
-    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "cumulative: {buckets:?}");
+    assert!(
+        buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+        "cumulative: {buckets:?}"
+    );
     assert_eq!(buckets.last(), Some(&(f64::INFINITY, 6.0)));
-    let sum = value(&samples, &format!("{duration}_sum"), &[("route", TOKEN_ROUTE)])
-        .expect("a _sum");
-    assert!(sum > 0.0 && sum < 6.0, "six fast requests took {sum} s in all");
+    let sum = value(
+        &samples,
+        &format!("{duration}_sum"),
+        &[("route", TOKEN_ROUTE)],
+    )
+    .expect("a _sum");
+    assert!(
+        sum > 0.0 && sum < 6.0,
+        "six fast requests took {sum} s in all"
+    );
 
     // The metrics move with requests: one more token, one more in both series.
     http.get(format!("{base}/v1/apps/shop/access_token"))
@@ -219,7 +248,11 @@ async fn every_request_is_counted_by_route_template_and_logged_once_without_keys
         Some(6.0)
     );
     assert_eq!(
-        value(&after, &format!("{duration}_count"), &[("route", TOKEN_ROUTE)]),
+        value(
+            &after,
+            &format!("{duration}_count"),
+            &[("route", TOKEN_ROUTE)]
+        ),
         Some(7.0)
     );
     // The first scrape is counted once it has answered.
@@ -255,7 +288,10 @@ async fn every_request_is_counted_by_route_template_and_logged_once_without_keys
         .find(|l| l.contains("status=401"))
         .expect("the 401 is logged");
     assert!(refused.contains("app=\"shop\""), "{refused}");
-    assert!(!refused.contains("client="), "no client authenticated: {refused}");
+    assert!(
+        !refused.contains("client="),
+        "no client authenticated: {refused}"
+    );
     assert!(
         lines
             .iter()
@@ -269,7 +305,17 @@ async fn every_request_is_counted_by_route_template_and_logged_once_without_keys
     assert!(!gateway.contains("app="), "{gateway}");
 
     let all = process.logs.lock().expect("logs").join("\n");
-    for secret in [KEY, unknown_key, foreign, token.as_str(), "min_ttl", "openid"] {
-        assert!(!all.contains(secret), "`{secret}` appears in the log:\n{all}");
+    for secret in [
+        KEY,
+        unknown_key,
+        foreign,
+        token.as_str(),
+        "min_ttl",
+        "openid",
+    ] {
+        assert!(
+            !all.contains(secret),
+            "`{secret}` appears in the log:\n{all}"
+        );
     }
 }
