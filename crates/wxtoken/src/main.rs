@@ -93,10 +93,13 @@ fn init_tracing(default: &str) -> anyhow::Result<logging::FlushGuard> {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
         && std::env::var_os("NO_COLOR").is_none();
     let (writer, guard) = logging::stdout().context("Failed to start the log writer thread")?;
+    let format = logging::Text {
+        inner: tracing_subscriber::fmt::format().with_target(false),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
         .with_ansi(ansi)
+        .event_format(format)
         .with_writer(writer)
         .init();
     Ok(guard)

@@ -269,7 +269,7 @@ async fn every_request_is_counted_by_route_template_and_logged_once_without_keys
     let lines = wait_for_access_lines(&process, 10).await;
     let token_lines: Vec<&String> = lines
         .iter()
-        .filter(|l| l.contains(&format!("route=\"{TOKEN_ROUTE}\"")))
+        .filter(|l| l.contains(&format!(" route={TOKEN_ROUTE} ")))
         .collect();
     assert_eq!(token_lines.len(), 7, "{lines:#?}");
     let served = token_lines
@@ -278,16 +278,16 @@ async fn every_request_is_counted_by_route_template_and_logged_once_without_keys
         .collect::<Vec<_>>();
     assert_eq!(served.len(), 6, "{lines:#?}");
     for line in &served {
-        assert!(line.contains("method=GET"), "{line}");
-        assert!(line.contains("app=\"shop\""), "{line}");
-        assert!(line.contains("client=\"order-service\""), "{line}");
+        assert!(line.contains(" INFO access method=GET route="), "{line}");
+        assert!(line.contains(" app=shop "), "{line}");
+        assert!(line.contains(" client=order-service "), "{line}");
         assert!(line.contains("latency_us="), "{line}");
     }
     let refused = token_lines
         .iter()
         .find(|l| l.contains("status=401"))
         .expect("the 401 is logged");
-    assert!(refused.contains("app=\"shop\""), "{refused}");
+    assert!(refused.contains(" app=shop "), "{refused}");
     assert!(
         !refused.contains("client="),
         "no client authenticated: {refused}"
@@ -295,12 +295,12 @@ async fn every_request_is_counted_by_route_template_and_logged_once_without_keys
     assert!(
         lines
             .iter()
-            .any(|l| l.contains("route=\"unmatched\"") && l.contains("status=404")),
+            .any(|l| l.contains(" route=unmatched ") && l.contains("status=404")),
         "{lines:#?}"
     );
     let gateway = lines
         .iter()
-        .find(|l| l.contains("route=\"gateway\""))
+        .find(|l| l.contains(" route=gateway "))
         .expect("the gateway call is logged");
     assert!(!gateway.contains("app="), "{gateway}");
 
