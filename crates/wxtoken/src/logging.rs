@@ -14,7 +14,7 @@
 //! `core::fmt` and colour handling, and the access log runs once per request.
 
 use std::cell::RefCell;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -206,27 +206,31 @@ where
         if meta.target() != access::TARGET || writer.has_ansi_escapes() {
             return self.inner.format_event(ctx, writer, event);
         }
-        write_timestamp(&mut writer)?;
-        writer.write_str(match *meta.level() {
-            Level::ERROR => " ERROR ",
-            Level::WARN => "  WARN ",
-            Level::INFO => "  INFO ",
-            Level::DEBUG => " DEBUG ",
-            Level::TRACE => " TRACE ",
-        })?;
-        let mut fields = Logfmt {
-            out: &mut writer,
-            result: Ok(()),
-        };
-        event.record(&mut fields);
-        fields.result?;
-        writer.write_char('\n')
+        // The line is put together in a reused buffer and handed over in one write: the
+        // writer is a `dyn fmt::Write`, and a call per piece costs more than the copy.
+        thread_local! {
+            static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+        }
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            write_timestamp(line);
+            line.push_str(match *meta.level() {
+                Level::ERROR => " ERROR ",
+                Level::WARN => "  WARN ",
+                Level::INFO => "  INFO ",
+                Level::DEBUG => " DEBUG ",
+                Level::TRACE => " TRACE ",
+            });
+            event.record(&mut Logfmt { out: line });
+            line.push('\n');
+            writer.write_str(line)
+        })
     }
 }
 
 /// `2026-11-28T15:21:27.123456Z`, as tracing's default timer writes it; the part up to
 /// the second is formatted once a second per thread.
-fn write_timestamp(out: &mut Writer<'_>) -> fmt::Result {
+fn write_timestamp(out: &mut String) {
     thread_local! {
         static SECOND: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
     }
@@ -245,48 +249,33 @@ fn write_timestamp(out: &mut Writer<'_>) -> fmt::Result {
             prefix.push_str(&at.format(format).unwrap_or_default());
             *second = secs;
         }
-        out.write_str(prefix)
-    })?;
-    let mut micros = [b'0'; 6];
-    let mut n = since_epoch.subsec_micros();
-    for digit in micros.iter_mut().rev() {
-        *digit = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-    out.write_char('.')?;
-    out.write_str(std::str::from_utf8(&micros).unwrap_or("000000"))?;
-    out.write_char('Z')
+        out.push_str(prefix);
+    });
+    // 1_000_000 + micros has seven digits; the last six are the zero-padded fraction.
+    let fraction = 1_000_000 + since_epoch.subsec_micros();
+    out.push('.');
+    out.push_str(&itoa::Buffer::new().format(fraction)[1..]);
+    out.push('Z');
 }
 
 /// Writes an event's fields as logfmt: the message first as it is, then ` name=value`,
 /// with a string value bare when it is made of URL-safe characters and quoted otherwise.
-struct Logfmt<'w, 'a> {
-    out: &'w mut Writer<'a>,
-    result: fmt::Result,
+struct Logfmt<'l> {
+    out: &'l mut String,
 }
 
-impl Logfmt<'_, '_> {
+impl Logfmt<'_> {
     fn name(&mut self, field: &Field) {
-        if self.result.is_ok() {
-            self.result = self
-                .out
-                .write_char(' ')
-                .and_then(|()| self.out.write_str(field.name()))
-                .and_then(|()| self.out.write_char('='));
-        }
-    }
-
-    fn bare(&mut self, value: &str) {
-        if self.result.is_ok() {
-            self.result = self.out.write_str(value);
-        }
+        self.out.push(' ');
+        self.out.push_str(field.name());
+        self.out.push('=');
     }
 }
 
-impl Visit for Logfmt<'_, '_> {
+impl Visit for Logfmt<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
-            return self.bare(value);
+            return self.out.push_str(value);
         }
         self.name(field);
         let plain = !value.is_empty()
@@ -294,29 +283,28 @@ impl Visit for Logfmt<'_, '_> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.:/{}*@".contains(&b));
         if plain {
-            self.bare(value);
-        } else if self.result.is_ok() {
-            self.result = write!(self.out, "{value:?}");
+            self.out.push_str(value);
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(self.out, "{value:?}");
         }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.name(field);
-        self.bare(itoa::Buffer::new().format(value));
+        self.out.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.name(field);
-        self.bare(itoa::Buffer::new().format(value));
+        self.out.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if field.name() != "message" {
             self.name(field);
         }
-        if self.result.is_ok() {
-            self.result = write!(self.out, "{value:?}");
-        }
+        let _ = write!(self.out, "{value:?}");
     }
 }
 
