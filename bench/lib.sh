@@ -76,6 +76,11 @@ need_tools() { # installs wrk if it can; checks curl and python3
 }
 
 build_release() { # builds the release binaries; sets BIN to their directory
+    if [ -n "${BENCH_BIN:-}" ]; then # prebuilt binaries (e.g. an older commit's) instead
+        BIN=$BENCH_BIN
+        echo "== using the binaries in $BIN"
+        return
+    fi
     echo "== building (release)"
     cargo build --release -p wxtoken -p wechat-emulator -p wxtoken-bench
     BIN="$(cargo metadata --format-version 1 --no-deps |

@@ -18,6 +18,7 @@
 #        QUIET_WAIT=180   seconds to wait, before each run, for other load (a build) to stop
 #        OTHER_MAX=20     a run during which other processes used more than this % of a
 #                         core is repeated (at most RETRIES=2 times), then marked noisy
+#        BENCH_BIN=DIR    use the binaries in DIR instead of building (e.g. an older commit's)
 #        (a quick run: DURATION=3s ROUNDS=1 WARMUP=1s REQUESTS=1000 bash bench/run.sh)
 # Output: a table on stdout. Raw wrk outputs, server logs and summary.txt go to
 #         bench/results/<timestamp>/ (gitignored).
@@ -89,11 +90,14 @@ path = \"$TMP/wxtoken.db\"" >"$TMP/wxtoken.toml"
 wait_for "wechat-emulator" 10 "$RESULTS/emulator.log" \
     curl -fsS "http://127.0.0.1:$EMU_PORT/_emulator/stats"
 
-"${PIN_SERVER[@]}" "$BIN/wxtoken" serve --config "$TMP/wxtoken.toml" >"$RESULTS/wxtoken.log" 2>&1 &
+# The access log writes a line per request (about 1 GB in a full run): it goes to the temp
+# dir, and only the other lines and a sample of access lines are kept in the results.
+WXLOG="$TMP/wxtoken.log"
+"${PIN_SERVER[@]}" "$BIN/wxtoken" serve --config "$TMP/wxtoken.toml" >"$WXLOG" 2>&1 &
 WX_PID=$!
 PIDS+=("$WX_PID")
-wait_for "wxtoken /readyz" 30 "$RESULTS/wxtoken.log" curl -fsS "http://127.0.0.1:$WX_PORT/readyz"
-wait_for "wxtoken's first token" 30 "$RESULTS/wxtoken.log" curl -fsS -H "$AUTH" "$WX_URL"
+wait_for "wxtoken /readyz" 30 "$WXLOG" curl -fsS "http://127.0.0.1:$WX_PORT/readyz"
+wait_for "wxtoken's first token" 30 "$WXLOG" curl -fsS -H "$AUTH" "$WX_URL"
 
 "${PIN_SERVER[@]}" "$BIN/baseline" --listen "127.0.0.1:$BASE_PORT" >"$RESULTS/baseline.log" 2>&1 &
 BASE_PID=$!
@@ -104,7 +108,7 @@ wait_for "baseline" 10 "$RESULTS/baseline.log" curl -fsS "$BASE_URL"
 curl -sS -D "$RESULTS/wxtoken.headers" -o "$RESULTS/wxtoken.body" -H "$AUTH" "$WX_URL"
 curl -sS -D "$RESULTS/baseline.headers" -o "$RESULTS/baseline.body" -H "$AUTH" "$BASE_URL"
 echo "   answer bytes: wxtoken $(wc -c <"$RESULTS/wxtoken.body"), baseline $(wc -c <"$RESULTS/baseline.body")"
-LOG_LINES_BEFORE=$(wc -l <"$RESULTS/wxtoken.log")
+LOG_LINES_BEFORE=$(wc -l <"$WXLOG")
 
 # ---- serving benchmark ---------------------------------------------------------------
 echo "== warm-up ($WARMUP each, not counted)"
@@ -128,8 +132,9 @@ RATIO_OK=$(awk -v r="$RATIO" -v m="$MIN_RATIO" 'BEGIN { print (r >= m ? "PASS" :
 P99_OK=$(awk -v p="${P99_WORST[wxtoken]}" -v m="$MAX_P99_MS" 'BEGIN { print (p < m ? "PASS" : "FAIL") }')
 if [ -n "${BAD[wxtoken]:-}${BAD[baseline]:-}" ]; then RATIO_OK="FAIL (errors)"; fi
 
-LOG_LINES=$(($(wc -l <"$RESULTS/wxtoken.log") - LOG_LINES_BEFORE))
-LOG_WARN=$(tail -n "+$((LOG_LINES_BEFORE + 1))" "$RESULTS/wxtoken.log" | grep -cE "WARN|ERROR" || true)
+LOG_LINES=$(($(wc -l <"$WXLOG") - LOG_LINES_BEFORE))
+LOG_WARN=$(tail -n "+$((LOG_LINES_BEFORE + 1))" "$WXLOG" | grep -cE "WARN|ERROR" || true)
+{ grep -v " access " "$WXLOG" || true; grep -m 20 " access " "$WXLOG" || true; } >"$RESULTS/wxtoken.log"
 
 {
     echo
@@ -145,7 +150,7 @@ LOG_WARN=$(tail -n "+$((LOG_LINES_BEFORE + 1))" "$RESULTS/wxtoken.log" | grep -c
     printf "  %-22s %12s %11.3f ms\n" "wxtoken" "$WX_RPS" "${P99_WORST[wxtoken]}"
     printf "  %-22s %12s   target >= %s   %s\n" "ratio wxtoken/baseline" "$RATIO" "$MIN_RATIO" "$RATIO_OK"
     printf "  %-22s %9.3f ms   target < %s ms   %s\n" "wxtoken p99" "${P99_WORST[wxtoken]}" "$MAX_P99_MS" "$P99_OK"
-    echo "  wxtoken log during the runs: $LOG_LINES lines, $LOG_WARN WARN/ERROR"
+    echo "  wxtoken log during the runs: $LOG_LINES lines (one access line per request), $LOG_WARN WARN/ERROR"
 } | tee "$RESULTS/summary.txt"
 
 # The servers are done; give the stampede the machine.

@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod http;
 pub mod jssdk;
 pub mod keeper;
+pub mod logging;
 pub mod secrets;
 pub mod server;
 pub mod store;

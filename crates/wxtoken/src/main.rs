@@ -10,7 +10,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use wxtoken::demo::{self, DemoOptions};
-use wxtoken::{Server, Settings};
+use wxtoken::{Server, Settings, logging};
 
 #[derive(Parser)]
 #[command(
@@ -203,17 +203,25 @@ enum AuthorizersCommand {
     },
 }
 
-fn init_tracing(default: &str) {
+/// Starts logging to stdout through the writer thread; keep the guard until the end, so
+/// that the last lines are written.
+fn init_tracing(default: &str) -> anyhow::Result<logging::FlushGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Colours only for a person at a terminal; files and log collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
         && std::env::var_os("NO_COLOR").is_none();
+    let (writer, guard) = logging::stdout().context("Failed to start the log writer thread")?;
+    let format = logging::Text {
+        inner: tracing_subscriber::fmt::format().with_target(false),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
         .with_ansi(ansi)
+        .event_format(format)
+        .with_writer(writer)
         .init();
+    Ok(guard)
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -248,7 +256,13 @@ async fn main() -> ExitCode {
             db,
             expires_in,
         } => {
-            init_tracing("info");
+            let _logs = match init_tracing("info") {
+                Ok(guard) => guard,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
             demo::run(
                 DemoOptions {
                     listen,
@@ -277,10 +291,11 @@ async fn main() -> ExitCode {
         Command::RotateMasterKey {
             config,
             new_key_file,
-        } => {
-            init_tracing("warn");
-            rotate_master_key(&config, new_key_file.as_deref()).await
-        }
+        } => match init_tracing("warn") {
+            // Held until the command ends, so its warnings are written out.
+            Ok(_flush) => rotate_master_key(&config, new_key_file.as_deref()).await,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -292,7 +307,7 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: PathBuf) -> anyhow::Result<()> {
-    init_tracing("info");
+    let _logs = init_tracing("info")?;
     let settings = Settings::load(&config)?;
     let listener = TcpListener::bind(settings.server.listen)
         .await

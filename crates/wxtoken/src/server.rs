@@ -6,14 +6,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::admin::{self, Admin};
 use crate::config::{Settings, StoreSettings};
 use crate::gateway::Gateway;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, access};
 use crate::keeper::Keeper;
 use crate::secrets::{self, MasterKey, SealedStore, Sealer};
 use crate::store::{RedisOptions, RedisStore, Registry, SqliteStore, Store, StoreError};
@@ -203,8 +203,15 @@ fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(access::REQUEST_DURATION.to_owned()),
+                    access::DURATION_BUCKETS,
+                )
+                .expect("the request duration buckets are a non-empty constant")
+                .build_recorder();
             let handle = recorder.handle();
+            spawn_upkeep(handle.clone());
             // Another recorder may already be installed by an embedding program; then
             // our /metrics is empty rather than the process failing.
             if metrics::set_global_recorder(recorder).is_ok() {
@@ -215,8 +222,41 @@ fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Histogram samples wait in the recorder until a scrape or an upkeep folds them into
+/// the buckets; this bounds their memory when nobody scrapes.
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Folds histogram samples into their buckets every few seconds, on a thread of its own
+/// (the recorder outlives any one runtime).
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("wxtoken-metrics".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(METRICS_UPKEEP_INTERVAL);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no metrics upkeep thread: histograms fold in at each scrape only");
+    }
+}
+
 fn describe_metrics() {
-    use metrics::{Unit, describe_counter, describe_gauge};
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        access::REQUESTS_TOTAL,
+        "HTTP requests answered, by route template (gateway, unmatched for the rest) and status"
+    );
+    describe_histogram!(
+        access::REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from routing to the response head, by route template"
+    );
+    describe_counter!(
+        crate::logging::DROPPED_TOTAL,
+        "Log lines dropped because stdout could not keep up"
+    );
     describe_counter!(
         "wxtoken_upstream_calls_total",
         "Calls to WeChat's credential endpoints (tokens and tickets), by app and API"

@@ -36,7 +36,8 @@ impl Caller {
     }
 }
 
-/// Finds the client whose key hashes to the same digest, looking at every client.
+/// Finds the client whose key hashes to the same digest, looking at every client, and
+/// tells the access log its name.
 pub fn find_client(clients: &[Arc<ClientSettings>], key: &str) -> Option<Arc<ClientSettings>> {
     let digest = key_digest(key);
     let mut found = None;
@@ -44,6 +45,9 @@ pub fn find_client(clients: &[Arc<ClientSettings>], key: &str) -> Option<Arc<Cli
         if bool::from(client.key_sha256.ct_eq(&digest)) {
             found = Some(client);
         }
+    }
+    if let Some(client) = found {
+        super::access::note_client(client);
     }
     found.cloned()
 }

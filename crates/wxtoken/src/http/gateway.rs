@@ -32,6 +32,11 @@ const SECRET_PATHS: &[&str] = &["/sns/jscode2session", "/sns/oauth2/access_token
 /// A login answer is a few hundred bytes; anything this large is passed on unread.
 const MAX_LOGIN_ANSWER: usize = 64 * 1024;
 
+/// Whether the fallback answers `path` as WeChat's API (rather than 404).
+pub(super) fn is_gateway_path(path: &str) -> bool {
+    SECRET_PATHS.contains(&path) || is_wechat_api_path(path)
+}
+
 /// Every request no route matched: WeChat's APIs, or 404.
 pub async fn fallback(State(state): State<AppState>, request: Request) -> Response {
     let path = request.uri().path().to_owned();

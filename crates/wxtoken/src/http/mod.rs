@@ -1,6 +1,7 @@
 //! The HTTP API (v1): routes mirror the URL tree, one file per resource. Routes talk only
 //! to the keeper; auth runs first as an extractor.
 
+pub mod access;
 mod admin;
 mod alerts;
 mod apps;
@@ -205,6 +206,8 @@ pub fn router(state: AppState) -> Router {
         // WeChat's API prefixes go to the gateway; anything else is 404 there.
         .fallback(gateway::fallback)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // Last, so that it wraps every route above and the fallback.
+        .layer(access::AccessLayer)
         .with_state(state)
 }
 

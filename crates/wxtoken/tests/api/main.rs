@@ -1,6 +1,7 @@
 //! Black-box tests: a real server on a loopback port, a real SQLite file, and the WeChat
 //! emulator standing in for WeChat. Assertions count upstream calls at the emulator.
 
+mod access_log;
 mod admin;
 mod alerts;
 mod bad_input;
