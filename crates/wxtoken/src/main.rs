@@ -355,24 +355,8 @@ fn error_line(status: reqwest::StatusCode, body: &serde_json::Value) -> anyhow::
 }
 
 async fn import_authorizers(app: &str, server: &str, key: &str) -> anyhow::Result<()> {
-    let url = format!(
-        "{}/v1/apps/{app}/authorizers/import",
-        server.trim_end_matches('/')
-    );
-    let response = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(key)
-        .send()
-        .await
-        .with_context(|| format!("Failed to reach {server}"))?;
-    let status = response.status();
-    let body: serde_json::Value = response
-        .json()
-        .await
-        .with_context(|| format!("{server} did not answer JSON (HTTP {status})"))?;
-    if !status.is_success() {
-        return Err(error_line(status, &body));
-    }
+    let path = format!("/v1/apps/{app}/authorizers/import");
+    let body = call_server(server, key, reqwest::Method::POST, &path, None).await?;
     let n = |field: &str| body.get(field).and_then(|v| v.as_u64()).unwrap_or(0);
     println!(
         "imported {} authorizers of {app} from WeChat in {} pages: {} added, {} updated, {} unchanged",
@@ -386,21 +370,8 @@ async fn import_authorizers(app: &str, server: &str, key: &str) -> anyhow::Resul
 }
 
 async fn clear_quota(app: &str, server: &str, key: &str) -> anyhow::Result<()> {
-    let url = format!("{}/v1/apps/{app}/quota/clear", server.trim_end_matches('/'));
-    let response = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(key)
-        .send()
-        .await
-        .with_context(|| format!("Failed to reach {server}"))?;
-    let status = response.status();
-    let body: serde_json::Value = response
-        .json()
-        .await
-        .with_context(|| format!("{server} did not answer JSON (HTTP {status})"))?;
-    if !status.is_success() {
-        return Err(error_line(status, &body));
-    }
+    let path = format!("/v1/apps/{app}/quota/clear");
+    let body = call_server(server, key, reqwest::Method::POST, &path, None).await?;
     let n = |field: &str| body.pointer(field).and_then(|v| v.as_u64()).unwrap_or(0);
     println!(
         "cleared the daily quota of {app}: {} of {} clears used this month",
@@ -411,35 +382,54 @@ async fn clear_quota(app: &str, server: &str, key: &str) -> anyhow::Result<()> {
 }
 
 async fn token(app: &str, server: &str, key: &str, min_ttl: Option<u64>) -> anyhow::Result<()> {
-    let mut url = format!(
-        "{}/v1/apps/{app}/access_token",
-        server.trim_end_matches('/')
-    );
+    let mut path = format!("/v1/apps/{app}/access_token");
     if let Some(min_ttl) = min_ttl {
-        url.push_str(&format!("?min_ttl={min_ttl}"));
+        path.push_str(&format!("?min_ttl={min_ttl}"));
     }
-    let response = reqwest::Client::new()
-        .get(&url)
-        .bearer_auth(key)
+    let body = call_server(server, key, reqwest::Method::GET, &path, None).await?;
+    let token = body
+        .get("access_token")
+        .and_then(|t| t.as_str())
+        .context("the answer has no access_token")?;
+    println!("{token}");
+    Ok(())
+}
+
+/// One call to a running server: the answer's JSON (or `null` for 204), or the
+/// server's error as one line.
+async fn call_server(
+    server: &str,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let url = format!("{}{path}", server.trim_end_matches('/'));
+    let mut request = reqwest::Client::new()
+        .request(method, &url)
+        .bearer_auth(key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request
         .send()
         .await
         .with_context(|| format!("Failed to reach {server}"))?;
     let status = response.status();
+    if status == reqwest::StatusCode::NO_CONTENT {
+        return Ok(serde_json::Value::Null);
+    }
     let body: serde_json::Value = response
         .json()
         .await
         .with_context(|| format!("{server} did not answer JSON (HTTP {status})"))?;
-    match body.get("access_token").and_then(|t| t.as_str()) {
-        Some(token) if status.is_success() => {
-            println!("{token}");
-            Ok(())
-        }
-        _ => Err(error_line(status, &body)),
+    if !status.is_success() {
+        return Err(error_line(status, &body));
     }
+    Ok(body)
 }
 
-/// One admin call to a running server: the answer's JSON (or `null` for 204), or the
-/// server's error as one line.
+/// An admin call with the `--key` of `remote`.
 async fn admin_call(
     remote: &Remote,
     method: reqwest::Method,
@@ -450,29 +440,7 @@ async fn admin_call(
         .key
         .as_deref()
         .context("an admin key is needed: --key or WXTOKEN_KEY")?;
-    let url = format!("{}{path}", remote.server.trim_end_matches('/'));
-    let mut request = reqwest::Client::new()
-        .request(method, &url)
-        .bearer_auth(key);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("Failed to reach {}", remote.server))?;
-    let status = response.status();
-    if status == reqwest::StatusCode::NO_CONTENT {
-        return Ok(serde_json::Value::Null);
-    }
-    let body: serde_json::Value = response
-        .json()
-        .await
-        .with_context(|| format!("{} did not answer JSON (HTTP {status})", remote.server))?;
-    if !status.is_success() {
-        return Err(error_line(status, &body));
-    }
-    Ok(body)
+    call_server(&remote.server, key, method, path, body).await
 }
 
 async fn apps_command(command: AppsCommand, remote: &Remote) -> anyhow::Result<()> {
