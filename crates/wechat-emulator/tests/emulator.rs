@@ -241,6 +241,63 @@ async fn injected_system_busy_and_http500() {
     token(&classic(&emu, APP, SECRET).await);
 }
 
+async fn control(emu: &RunningEmulator, path: &str, body: Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/_emulator/{path}", emu.base_url()))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("json body"))
+}
+
+#[tokio::test]
+async fn the_fail_rate_is_switched_over_http_and_checks_count_nothing() {
+    let emu = start(Config {
+        fail_kinds: vec![FailKind::SystemBusy],
+        ..config()
+    })
+    .await;
+    let first = token(&classic(&emu, APP, SECRET).await);
+    assert_eq!(
+        control(&emu, "fail_rate", json!({"fail_rate": 1.0}))
+            .await
+            .0,
+        200
+    );
+    assert_wx_error(&classic(&emu, APP, SECRET).await, -1);
+    assert_eq!(
+        control(&emu, "fail_rate", json!({"fail_rate": 0})).await.0,
+        200
+    );
+    let second = token(&classic(&emu, APP, SECRET).await);
+    assert_eq!(control(&emu, "fail_rate", json!({"rate": 1})).await.0, 400);
+    token(&classic(&emu, APP, SECRET).await);
+
+    let before = emu.emulator.stats().app(APP);
+    assert_eq!(
+        control(&emu, "check", json!({"access_token": second})).await,
+        (200, json!({"state": "valid"}))
+    );
+    assert_eq!(
+        control(&emu, "check", json!({"access_token": "never-issued"})).await,
+        (200, json!({"state": "invalid"}))
+    );
+    assert_eq!(
+        control(&emu, "check", json!({"ticket": "never-issued"})).await,
+        (200, json!({"state": "invalid"}))
+    );
+    assert_eq!(control(&emu, "check", json!({})).await.0, 400);
+    // The first token died with the overlap (300 ms) after the second was issued.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        control(&emu, "check", json!({"access_token": first})).await,
+        (200, json!({"state": "invalid"}))
+    );
+    assert_eq!(emu.emulator.stats().app(APP), before);
+}
+
 #[tokio::test]
 async fn injected_timeout_hangs_then_answers() {
     let emu = start(Config {

@@ -76,6 +76,8 @@ pub(crate) fn router(emulator: Emulator) -> Router {
         )
         .route("/_emulator/stats", get(stats))
         .route("/_emulator/reset_quota", post(reset_quota))
+        .route("/_emulator/fail_rate", post(fail_rate))
+        .route("/_emulator/check", post(check))
         .route("/_emulator/authorize", post(component::authorize))
         .route("/_emulator/unauthorize", post(component::unauthorize))
         .route("/_emulator/verify_ticket", post(component::verify_ticket))
@@ -133,6 +135,52 @@ async fn stats(State(emulator): State<Emulator>) -> Json<Stats> {
 async fn reset_quota(State(emulator): State<Emulator>) -> impl IntoResponse {
     emulator.reset_quota();
     Json(serde_json::json!({"errcode": 0, "errmsg": "ok"}))
+}
+
+/// `POST /_emulator/fail_rate` `{"fail_rate": 0.3}`: changes the share of token- and
+/// ticket-endpoint calls that fail from now on (clamped to 0..=1), so that a long run
+/// can switch failures on and off; 400 without a number.
+async fn fail_rate(State(emulator): State<Emulator>, body: axum::body::Bytes) -> Response {
+    let rate = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("fail_rate").and_then(serde_json::Value::as_f64));
+    match rate {
+        Some(rate) if rate.is_finite() => {
+            emulator.set_fail_rate(rate);
+            Json(serde_json::json!({"errcode": 0, "errmsg": "ok"})).into_response()
+        }
+        _ => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"errcode": 40097, "errmsg": "a JSON object with a numeric fail_rate"})),
+        )
+            .into_response(),
+    }
+}
+
+/// `POST /_emulator/check` `{"access_token": T}` or `{"ticket": T}` ->
+/// `{"state": "valid" | "expired" | "invalid"}`: what WeChat would say of a value right
+/// now, counting nothing (unlike an ordinary API call, which counts as one); 400 without
+/// either field.
+async fn check(State(emulator): State<Emulator>, body: axum::body::Bytes) -> Response {
+    let body = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+    let field = |name: &str| body.get(name).and_then(serde_json::Value::as_str);
+    let state = match (field("access_token"), field("ticket")) {
+        (Some(token), _) => emulator.check_token(token),
+        (None, Some(ticket)) => emulator.check_ticket(ticket),
+        (None, None) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({"errcode": 40097, "errmsg": "a JSON object with access_token or ticket"})),
+            )
+                .into_response();
+        }
+    };
+    let state = match state {
+        crate::TokenCheck::Valid => "valid",
+        crate::TokenCheck::Expired => "expired",
+        crate::TokenCheck::Invalid => "invalid",
+    };
+    Json(serde_json::json!({"state": state})).into_response()
 }
 
 async fn not_found() -> impl IntoResponse {
