@@ -2,6 +2,7 @@
 //! emulator standing in for WeChat. Assertions count upstream calls at the emulator.
 
 mod access_log;
+mod access_matrix;
 mod admin;
 mod alerts;
 mod bad_input;
