@@ -665,7 +665,10 @@ fn leaks(needles: &[(String, String)], haystacks: &[(String, String)]) -> Vec<St
                 let end = (end..=text.len())
                     .find(|&i| text.is_char_boundary(i))
                     .unwrap_or(text.len());
-                found.push(format!("{what} in {place}: …{}…", &text[start..end]));
+                // The report itself shows the value by its first characters only.
+                let shown: String = needle.chars().take(6).collect();
+                let excerpt = text[start..end].replace(needle.as_str(), &format!("{shown}[…]"));
+                found.push(format!("{what} in {place}: …{excerpt}…"));
             }
         }
     }
