@@ -126,13 +126,23 @@ fn route_label(request: &Request) -> &str {
     }
 }
 
-/// The `{app}` of a `/v1/apps/{app}/...` request, as sent (app ids are plain ASCII).
+/// The most of an `{app}` segment the log line keeps: app ids are short, and a request
+/// for a 10,000-character one should not write 10,000 characters per line.
+const MAX_LOGGED_APP: usize = 64;
+
+/// The `{app}` of a `/v1/apps/{app}/...` request, as sent (app ids are plain ASCII), cut
+/// to its first [`MAX_LOGGED_APP`] bytes.
 fn app_of<'u>(route: &str, uri: &'u Uri) -> Option<&'u str> {
     if !route.starts_with("/v1/apps/{app}") {
         return None;
     }
     let rest = uri.path().strip_prefix("/v1/apps/")?;
-    Some(rest.split('/').next().unwrap_or(rest))
+    let app = rest.find('/').map_or(rest, |end| &rest[..end]);
+    let mut end = app.len().min(MAX_LOGGED_APP);
+    while !app.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(&app[..end])
 }
 
 /// Adds the access log and request metrics to every route it wraps. Apply with
@@ -284,5 +294,11 @@ mod tests {
         let uri: Uri = "/cgi-bin/token?secret=k".parse().expect("a uri");
         assert_eq!(app_of("/cgi-bin/token", &uri), None);
         assert_eq!(app_of(GATEWAY_ROUTE, &uri), None);
+        let long = format!("/v1/apps/{}/access_token", "a".repeat(10_000));
+        let uri: Uri = long.parse().expect("a uri");
+        assert_eq!(
+            app_of("/v1/apps/{app}/access_token", &uri).map(str::len),
+            Some(MAX_LOGGED_APP)
+        );
     }
 }
