@@ -14,6 +14,7 @@ mod fleet;
 mod fleet_limits;
 mod gateway;
 mod helpers;
+mod hostile;
 mod invalidate;
 mod platform;
 mod platform_flow;
