@@ -48,11 +48,14 @@ pub const API_PREFIXES: &[&str] = &[
     "/wxopen/",
 ];
 
-/// Whether `path` is under one of WeChat's API prefixes, with no dot segment (plain
-/// or percent-encoded) that a server further on might resolve to somewhere else.
+/// Whether `path` is under one of WeChat's API prefixes, with no dot segment and no
+/// percent-encoded dot, slash or backslash (`..%2F..` decodes to two dot segments) that
+/// a server further on might resolve to somewhere else. WeChat's paths have none.
 pub fn is_wechat_api_path(path: &str) -> bool {
-    let dotted =
-        path.split('/').any(|s| s == "." || s == "..") || path.to_ascii_lowercase().contains("%2e");
+    let lower = path.to_ascii_lowercase();
+    let dotted = path.split(['/', '\\']).any(|s| s == "." || s == "..")
+        || path.contains('\\')
+        || ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e));
     API_PREFIXES.iter().any(|p| path.starts_with(p)) && !dotted
 }
 
@@ -437,6 +440,11 @@ mod tests {
         assert!(!is_wechat_api_path("/cgi-bin/../v1/apps"));
         assert!(!is_wechat_api_path("/cgi-bin/%2E%2e/v1/apps"));
         assert!(!is_wechat_api_path("/cgi-bin/./token"));
+        assert!(!is_wechat_api_path("/cgi-bin/..%2F..%2Fv1"));
+        assert!(!is_wechat_api_path("/cgi-bin/a%2fb"));
+        assert!(!is_wechat_api_path("/cgi-bin/..\\x"));
+        assert!(!is_wechat_api_path("/cgi-bin/%5C..%5Cx"));
+        assert!(is_wechat_api_path("/cgi-bin/a..b"));
         assert!(!is_wechat_api_path("/cgi-bin"));
         assert!(!is_wechat_api_path("/elsewhere/cgi-bin/x"));
     }

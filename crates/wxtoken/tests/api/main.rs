@@ -15,6 +15,7 @@ mod fleet_limits;
 mod gateway;
 mod helpers;
 mod hostile;
+mod hostile_props;
 mod invalidate;
 mod platform;
 mod platform_flow;
