@@ -793,6 +793,14 @@ fn raw_request_targets_and_host_games_never_reach_wechat_with_the_callers_header
             let mut stream = TcpStream::connect(&fixture.addr).await.expect("connect");
             let answer = exchange(&mut stream, request.as_bytes()).await;
             let forwarded = fixture.check_forwarded(before)? > 0;
+            {
+                let mut coverage = fixture.coverage.lock().expect("coverage");
+                *coverage
+                    .0
+                    .entry(status_of(&answer).unwrap_or(0))
+                    .or_default() += 1;
+                coverage.1 += usize::from(forwarded);
+            }
             // hyper answers what it cannot parse itself (400, or nothing); the rest is ours.
             let Some(status) = status_of(&answer) else {
                 prop_assert!(!forwarded, "forwarded, yet no answer: {request:?}");
@@ -820,4 +828,10 @@ fn raw_request_targets_and_host_games_never_reach_wechat_with_the_callers_header
     if let Err(e) = result {
         panic!("{e}");
     }
+    // Some requests were refused by hyper, some answered by routes, some forwarded.
+    let (statuses, forwarded) = fixture.coverage.lock().expect("coverage").clone();
+    eprintln!("raw statuses {statuses:?}, forwarded {forwarded}");
+    assert!(statuses.get(&400).is_some_and(|n| *n > 0), "{statuses:?}");
+    assert!(statuses.get(&200).is_some_and(|n| *n > 0), "{statuses:?}");
+    assert!(forwarded >= 5, "{forwarded} forwarded");
 }
