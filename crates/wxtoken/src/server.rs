@@ -455,7 +455,17 @@ where
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut warned_full: Option<tokio::time::Instant> = None;
     loop {
+        if permits.available_permits() == 0
+            && warned_full.is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+        {
+            warned_full = Some(tokio::time::Instant::now());
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                "server.max_connections connections are open; new ones wait until one closes"
+            );
+        }
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
