@@ -14,6 +14,8 @@ mod fleet;
 mod fleet_limits;
 mod gateway;
 mod helpers;
+mod hostile;
+mod hostile_props;
 mod invalidate;
 mod platform;
 mod platform_flow;
