@@ -668,27 +668,37 @@ async fn force_allowed(slot: &Slot, ctx: &Ctx) -> Result<(), String> {
 
 /// One value from WeChat. An answer with `expires_in: 0` is a value in its last second
 /// (WeCom hands its token back until it dies): ask again shortly, a few times, since the
-/// next answer after its death is a new value.
+/// next answer after its death is a new value. A dying value comes back the same until
+/// it dies; a different value with `expires_in: 0` again is a broken answer (each such
+/// call may cost quota and kill the value before), and ends the round at once.
 async fn call(
     slot: &Slot,
     ctx: &Ctx,
     request: FetchRequest<'_>,
 ) -> Result<(Fetched, u64), Arc<Failure>> {
     let mut tries = 0;
+    let mut dying: Option<String> = None;
     loop {
         let (fetched, started_ms) = call_once(slot, ctx, request).await?;
         if fetched.expires_in > 0 {
             return Ok((fetched, started_ms));
         }
         tries += 1;
-        if tries >= DYING_RETRIES {
+        let broken = dying.as_deref().is_some_and(|d| d != fetched.value);
+        if tries >= DYING_RETRIES || broken {
+            let message = if broken {
+                format!("WeChat answered {tries} different values with expires_in 0")
+            } else {
+                format!("WeChat answered {tries} times with a value that has expired")
+            };
             return Err(Arc::new(Failure::Upstream(UpstreamError {
                 class: ErrorClass::Transient,
                 errcode: None,
-                message: format!("WeChat answered {tries} times with a value that has expired"),
+                message,
                 rid: None,
             })));
         }
+        dying = Some(fetched.value);
         info!(app = %slot.key.app, kind = slot.key.kind.as_str(), "WeChat answered with a value in its last second; asking again");
         tokio::time::sleep(DYING_RETRY).await;
     }
