@@ -311,6 +311,9 @@ pub struct Config {
     /// `clear_quota` and `clear_quota/v2` clears allowed per app per month, both
     /// together (WeChat: 10, shared with the console); over it: 48006.
     pub clear_quota_monthly: u64,
+    /// A nonsense `expires_in` answered with every official token from the start
+    /// (WeChat: `None`, the truth); [`Emulator::set_bad_expires_in`] changes it.
+    pub bad_expires_in: Option<BadExpiresIn>,
 }
 
 impl Default for Config {
@@ -341,6 +344,7 @@ impl Default for Config {
             verify_ticket_interval: None,
             rotate_refresh_tokens: true,
             clear_quota_monthly: 10,
+            bad_expires_in: None,
         }
     }
 }

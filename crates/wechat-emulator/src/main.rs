@@ -231,6 +231,7 @@ impl Cli {
                 .map(Duration::from_secs_f64),
             rotate_refresh_tokens: !self.keep_refresh_tokens,
             clear_quota_monthly: self.clear_quota_monthly,
+            bad_expires_in: None,
         }
     }
 }

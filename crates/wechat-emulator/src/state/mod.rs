@@ -280,7 +280,7 @@ impl State {
                 latency: config.latency,
                 api_latency: config.api_latency,
                 fail_spread: config.fail_spread,
-                bad_expires_in: None,
+                bad_expires_in: config.bad_expires_in,
             },
             apps: HashMap::new(),
             wecom: BTreeMap::new(),
