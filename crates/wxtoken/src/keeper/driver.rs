@@ -758,10 +758,13 @@ pub(super) fn count_upstream(ctx: &Ctx, app: &str, api: &'static str, day: Strin
     metrics::counter!("wxtoken_upstream_calls_total", "app" => app.to_owned(), "api" => api)
         .increment(1);
     let store = ctx.store.clone();
+    let pending = ctx.persist.clone();
     let app = app.to_owned();
     tokio::spawn(async move {
-        if let Err(e) = store.add_usage(day, app.clone(), api, 1).await {
-            warn!(app = %app, error = %e, "could not persist the upstream call counter");
+        if let Err(e) = store.add_usage(day.clone(), app.clone(), api, 1).await {
+            warn!(app = %app, error = %e, "could not persist the upstream call counter; keeping it to write later");
+            pending.refused(&e);
+            pending.add_usage(day, app, api, 1);
         }
     });
 }
@@ -870,6 +873,18 @@ pub(super) async fn install(
                 }
             }),
     };
+    let fenced = ctx.store.coordination().is_some();
+    match &saved {
+        Ok(_) => slot
+            .unsaved
+            .store(false, std::sync::atomic::Ordering::SeqCst),
+        Err(e) if !fenced => {
+            slot.unsaved
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            ctx.persist.refused(e);
+        }
+        Err(_) => {}
+    }
     match saved {
         Ok(Saved::Written) => {}
         // Another instance stored a newer value: the stored generation wins everywhere,
@@ -890,7 +905,7 @@ pub(super) async fn install(
             }
         }
         Err(e) => {
-            warn!(app = %slot.key.app, kind, error = %e, "could not persist; serving from memory")
+            warn!(app = %slot.key.app, kind, error = %e, "could not persist; serving from memory and writing it once the store takes writes")
         }
     }
     token

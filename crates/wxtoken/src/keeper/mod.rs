@@ -9,6 +9,7 @@ mod budget;
 mod driver;
 mod expiry;
 pub mod history;
+mod persist;
 mod platform;
 mod quota;
 pub mod schedule;
@@ -34,6 +35,7 @@ use crate::credential::{
 use crate::store::{DEAD_VALUE_GRACE_MS, Pruned, Store, StoreError, USAGE_KEEP_DAYS};
 use crate::wechat::{API_NAMES, ErrorClass, TokenApi, UpstreamError};
 use budget::TicketBudget;
+pub use persist::{STORE_WRITES_INCIDENT, WriteFailure};
 pub use platform::{
     AuthorizerCounts, AuthorizerPage, AuthorizerView, ComponentStatus, ImportReport, PushError,
     Pushed, valid_appid,
@@ -216,6 +218,8 @@ pub(crate) struct Ctx {
     pub history: history::History,
     /// Incidents for the operators' webhooks; raising one never waits.
     pub alerts: crate::alerts::Alerts,
+    /// Writes the store refused, to be written again once it takes them.
+    pub persist: Arc<persist::Pending>,
 }
 
 impl Ctx {
@@ -387,6 +391,7 @@ impl Keeper {
             store_health: shared::StoreHealth::default(),
             quota: quota::QuotaBook::default(),
             history: history::History::default(),
+            persist: Arc::default(),
         });
 
         let mut built = Apps::default();
@@ -419,6 +424,10 @@ impl Keeper {
             keeper.inner.shutdown.subscribe(),
         ));
         keeper.spawn_task(expiry::watch(
+            Arc::downgrade(&keeper.inner),
+            keeper.inner.shutdown.subscribe(),
+        ));
+        keeper.spawn_task(persist::retry(
             Arc::downgrade(&keeper.inner),
             keeper.inner.shutdown.subscribe(),
         ));

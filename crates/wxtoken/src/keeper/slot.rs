@@ -137,6 +137,9 @@ pub(crate) struct Slot {
     /// This instance holds the credential's lease in the shared store and is
     /// refreshing under it: its writes are fenced by the lease.
     pub leased: AtomicBool,
+    /// The store refused to write `current` (and no lease fences it): written again
+    /// by `persist` once the store takes writes.
+    pub unsaved: AtomicBool,
     /// The value `current` replaced, kept while WeChat may still accept it (the
     /// overlap after a renewal), so the gateway recognises a token an SDK still holds.
     pub previous: ArcSwapOption<Token>,
@@ -177,6 +180,7 @@ impl Slot {
             to_death: AtomicBool::new(false),
             last_asked_ms: AtomicU64::new(0),
             leased: AtomicBool::new(false),
+            unsaved: AtomicBool::new(false),
             demand: Mutex::new(Demand::default()),
             wake: Notify::new(),
             outcome: watch::Sender::new(Outcome::default()),
