@@ -8,6 +8,8 @@
 mod budget;
 mod driver;
 mod expiry;
+#[cfg(test)]
+mod fault_tests;
 pub mod history;
 mod persist;
 mod platform;
