@@ -17,7 +17,9 @@ use wxtoken::store::{SqliteStore, Store};
 use wxtoken::wechat::WechatClient;
 use wxtoken::{Server, Settings};
 
+use crate::fleet::fleet_config;
 use crate::helpers::*;
+use crate::redis_server::RedisServer;
 
 /// One upstream fault of the matrix.
 #[derive(Debug, Clone, Copy)]
@@ -451,4 +453,108 @@ scopes = ["read", "invalidate"]
         (200, Some(second.as_str()))
     );
     assert_eq!(calls(), 2, "nothing was lost: no fetch after the restart");
+}
+
+/// Redis killed (SIGKILL) and restarted from its append-only file, which holds the
+/// token of before the outage while the instance refreshed alone meanwhile: the
+/// instance never goes back to the older stored token, it re-seeds Redis with its newer
+/// one, and an instance started afterwards adopts that one without calling WeChat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_redis_restarted_from_its_aof_with_an_older_token_is_reseeded() {
+    let mut redis = RedisServer::start_with_aof().await;
+    let emulator = wechat_emulator::spawn(wechat_emulator::Config {
+        apps: vec![wechat_emulator::AppCredentials::new(APPID, SECRET)],
+        ..wechat_emulator::Config::default()
+    })
+    .await
+    .expect("emulator");
+    let toml = fleet_config(
+        "classic",
+        &emulator.base_url(),
+        &redis.url(),
+        1000,
+        "classic_refresh_when_down = true",
+    );
+    let settings = Settings::from_toml(&toml).expect("config");
+    let start = || async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let server = Server::build(&settings, listener).await.expect("server");
+        let base = format!("http://{}", server.local_addr().expect("addr"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        (base, stop)
+    };
+    let (base, _stop) = start().await;
+    let http = reqwest::Client::new();
+    let calls = || emulator.emulator.stats().app(APPID).upstream_token_calls();
+    let stored_value = |mut conn: redis::aio::MultiplexedConnection| async move {
+        redis::cmd("HGET")
+            .arg("wxtoken:{shop}:access_token")
+            .arg("value")
+            .query_async::<Option<String>>(&mut conn)
+            .await
+            .expect("hget")
+    };
+    let (_, body) = get(&http, format!("{base}/v1/apps/shop/access_token")).await;
+    let first = body["access_token"].as_str().expect("token").to_owned();
+    assert_eq!(
+        stored_value(redis.connection().await).await.as_deref(),
+        Some(first.as_str())
+    );
+
+    redis.kill().await;
+    // Reported dead while Redis is down: refused until the store has failed for a lease
+    // lifetime (another instance may hold the lease), then refreshed alone.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let second = loop {
+        let answer = http
+            .post(format!("{base}/v1/apps/shop/access_token/invalidate"))
+            .bearer_auth(KEY)
+            .json(&serde_json::json!({ "access_token": first }))
+            .send()
+            .await
+            .expect("sent");
+        let status = answer.status().as_u16();
+        let body: serde_json::Value = answer.json().await.expect("json");
+        if status == 200 && body["access_token"] != first.as_str() {
+            break body["access_token"].as_str().expect("token").to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never refreshed alone: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(calls(), 2, "one fetch alone, no call while refused");
+
+    redis.restart().await;
+    assert_eq!(
+        stored_value(redis.connection().await).await.as_deref(),
+        Some(first.as_str()),
+        "the AOF brought back the token of before the outage"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = get(&http, format!("{base}/v1/apps/shop/access_token")).await;
+        assert_eq!(
+            (status, body["access_token"].as_str()),
+            (200, Some(second.as_str())),
+            "never back to the older stored token"
+        );
+        if stored_value(redis.connection().await).await.as_deref() == Some(second.as_str()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Redis was not re-seeded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (late, _late_stop) = start().await;
+    let (status, body) = get(&http, format!("{late}/v1/apps/shop/access_token")).await;
+    assert_eq!(
+        (status, body["access_token"].as_str()),
+        (200, Some(second.as_str()))
+    );
+    assert_eq!(calls(), 2, "the late instance adopted the re-seeded token");
+    assert_eq!(emulator.emulator.check_token(&second), TokenCheck::Valid);
 }
