@@ -558,3 +558,59 @@ async fn fault_redis_restarted_from_its_aof_with_an_older_token_is_reseeded() {
     assert_eq!(calls(), 2, "the late instance adopted the re-seeded token");
     assert_eq!(emulator.emulator.check_token(&second), TokenCheck::Valid);
 }
+
+/// An instance SIGKILLed while its refresh call is at WeChat (the call arrived, its
+/// answer not yet sent): a second instance waits out the dead holder's lease, then
+/// fetches once; the token WeChat issued to the dead instance is never stored or served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_an_instance_sigkilled_mid_refresh_is_taken_over_after_the_lease_ttl() {
+    let redis = RedisServer::start().await;
+    let emulator = wechat_emulator::spawn(wechat_emulator::Config {
+        apps: vec![wechat_emulator::AppCredentials::new(APPID, SECRET)],
+        latency: Duration::from_millis(1500),
+        ..wechat_emulator::Config::default()
+    })
+    .await
+    .expect("emulator");
+    let lease_ttl = Duration::from_millis(1000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("wxtoken.toml");
+    let toml = fleet_config(
+        "classic",
+        &emulator.base_url(),
+        &redis.url(),
+        lease_ttl.as_millis() as u64,
+        "",
+    );
+    std::fs::write(&config, toml).expect("write config");
+    let calls = || emulator.emulator.stats().app(APPID).upstream_token_calls();
+
+    let mut first = serve(&config).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while calls() < 1 {
+        assert!(Instant::now() < deadline, "the first instance never called");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.child.kill().await.expect("SIGKILL");
+    let killed = Instant::now();
+    emulator.emulator.set_latency(Duration::ZERO);
+
+    let second = serve(&config).await;
+    let http = reqwest::Client::new();
+    let (status, body) = get(&http, format!("{}/v1/apps/shop/access_token", second.base)).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().expect("token");
+    let took = killed.elapsed();
+    assert!(took < lease_ttl + Duration::from_secs(2), "{took:?}");
+    assert_eq!(calls(), 2, "the dead one's call and the taker's, no other");
+    let mut conn = redis.connection().await;
+    let stored: Option<String> = redis::cmd("HGET")
+        .arg("wxtoken:{shop}:access_token")
+        .arg("value")
+        .query_async(&mut conn)
+        .await
+        .expect("hget");
+    assert_eq!(stored.as_deref(), Some(token));
+    // Classic: the taker's call replaced the dead one's token at WeChat.
+    assert_eq!(emulator.emulator.check_token(token), TokenCheck::Valid);
+}
