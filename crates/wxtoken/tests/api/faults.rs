@@ -66,7 +66,7 @@ impl Fault {
             Fault::Kind(FailKind::Huge) => "over 65536 bytes",
             Fault::Expires(BadExpiresIn::Zero) => "expires_in 0",
             Fault::Expires(BadExpiresIn::Negative) | Fault::Expires(BadExpiresIn::Text) => {
-                "not JSON"
+                "field of the wrong type"
             }
             Fault::Expires(BadExpiresIn::Huge) => "beyond the 86400 s",
         }
