@@ -157,15 +157,19 @@ async fn flush(keeper: &Keeper) {
         Some(e) => {
             ctx.persist.refused(&e);
             let since = ctx.persist.lock().failing.as_ref().map_or(0, |f| f.1);
-            ctx.alerts.raise(
-                STORE_WRITES_INCIDENT.to_owned(),
-                AlertKind::StoreUnreachable,
-                None,
-                format!(
-                    "the store refuses writes for {}s ({e}); serving from memory",
-                    unix_now_ms().saturating_sub(since) / 1000
-                ),
-            );
+            // A shared store that does not answer has its own incident
+            // (`store#unreachable`, raised by the refreshes).
+            if ctx.store.coordination().is_none() {
+                ctx.alerts.raise(
+                    STORE_WRITES_INCIDENT.to_owned(),
+                    AlertKind::StoreWrites,
+                    None,
+                    format!(
+                        "the store refuses writes for {}s ({e}); serving from memory",
+                        unix_now_ms().saturating_sub(since) / 1000
+                    ),
+                );
+            }
             warn!(error = %e, "the store still refuses writes; serving from memory and trying again");
         }
         None => {

@@ -408,6 +408,24 @@ scopes = ["read", "invalidate"]
         .expect("stored");
     assert_eq!(held.value, first, "the write was refused");
 
+    // Still refused when tried again (every 2 s): the operators are told.
+    let open_incidents = || async {
+        let (_, alerts) = get(&http, format!("{base}/v1/alerts")).await;
+        alerts["open"]
+            .as_array()
+            .map(|open| {
+                open.iter()
+                    .filter_map(|i| i["incident"].as_str().map(str::to_owned))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while !open_incidents().await.contains(&"store#writes".to_owned()) {
+        assert!(Instant::now() < deadline, "no store#writes incident");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     store.set_read_only(false).await.expect("writable");
     let deadline = Instant::now() + Duration::from_secs(6);
     loop {
@@ -429,6 +447,7 @@ scopes = ["read", "invalidate"]
     );
     let (_, status) = get(&http, format!("{base}/v1/apps/shop")).await;
     assert_eq!(status["token"]["persisted"], true, "{status}");
+    assert!(open_incidents().await.is_empty(), "resolved");
     let usage = store
         .usage(wechat_day(unix_now_ms()), "shop".into())
         .await
@@ -499,10 +518,12 @@ async fn fault_redis_restarted_from_its_aof_with_an_older_token_is_reseeded() {
     };
     let (_, body) = get(&http, format!("{base}/v1/apps/shop/access_token")).await;
     let first = body["access_token"].as_str().expect("token").to_owned();
-    assert_eq!(
-        stored_value(redis.connection().await).await.as_deref(),
-        Some(first.as_str())
-    );
+    // Written right after it is served.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stored_value(redis.connection().await).await.as_deref() != Some(first.as_str()) {
+        assert!(Instant::now() < deadline, "never stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     redis.kill().await;
     // Reported dead while Redis is down: refused until the store has failed for a lease
