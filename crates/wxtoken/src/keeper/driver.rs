@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use super::platform::AuthorizerLink;
 use super::schedule::{self, Policy};
-use super::slot::{Demand, ErrorRecord, Slot};
+use super::slot::{Demand, ErrorRecord, RealEnd, Slot};
 use super::{Ctx, Failure, KeeperError, quota, shared};
 use crate::config::{AppKind, TokenMode};
 use crate::credential::{
@@ -127,6 +127,7 @@ async fn run(slot: Arc<Slot>, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>
         if *shutdown.borrow() {
             return Exit::Stopped;
         }
+        end_if_over(&slot);
         let demand = slot.take_demand(served);
         if demand.is_none() {
             let due = next_due(&slot, &ctx);
@@ -183,8 +184,58 @@ async fn run(slot: Arc<Slot>, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>
     }
 }
 
+/// The wall and monotonic clocks may drift apart this much over a value's life before a
+/// value is taken for over by the monotonic clock alone.
+const CLOCK_TOLERANCE_MS: u64 = 2_000;
+
+/// A value whose servable life is over by the monotonic clock is no longer served, even
+/// if the wall clock (set back since it was installed) says it still lives: it is
+/// re-dated, in memory only, to end now. Expiry is judged on the wall clock (absolute, so
+/// that it survives restarts and means the same on every instance); this bounds what a
+/// wall clock set back can do to the time until the driver next looks.
+fn end_if_over(slot: &Slot) {
+    let noted = {
+        let mut health = slot.health();
+        match health.real_end {
+            Some(end) if end.at <= Instant::now() => health.real_end.take(),
+            _ => None,
+        }
+    };
+    let Some(end) = noted else {
+        return;
+    };
+    let now_ms = unix_now_ms();
+    let ended = slot.swap_in(|held| {
+        let held = held?;
+        let same = held.generation == end.generation && held.expires_at_ms == end.expires_at_ms;
+        // Without a clock step, the wall clock says the same (the margin is left).
+        let stepped_back = held.remaining_ms(now_ms) > end.margin_ms + CLOCK_TOLERANCE_MS;
+        (same && stepped_back).then(|| Token {
+            expires_at_ms: now_ms,
+            ..held.clone()
+        })
+    });
+    if let Some(token) = ended {
+        warn!(
+            app = %slot.key.app,
+            kind = slot.key.kind.as_str(),
+            generation = token.generation,
+            "the value's life is over but the wall clock says it lives (was the clock set back?); no longer serving it"
+        );
+    }
+}
+
 /// When the driver must next act without being asked.
 fn next_due(slot: &Slot, ctx: &Ctx) -> Instant {
+    let due = next_due_unbounded(slot, ctx);
+    // Wake when the held value's life is over, whatever the wall clock says.
+    match slot.health().real_end {
+        Some(end) => due.min(end.at),
+        None => due,
+    }
+}
+
+fn next_due_unbounded(slot: &Slot, ctx: &Ctx) -> Instant {
     let now = Instant::now();
     let health = slot.health();
     if let Some(until) = health.backoff_until.filter(|until| *until > now) {
@@ -825,6 +876,7 @@ pub(super) async fn install(
         health.backoff_until = None;
         health.backoff_class = None;
         health.refresh_at = Some(Instant::now() + delay);
+        health.real_end = Some(RealEnd::of(&token, unix_now_ms(), repeat_until_death));
     }
     slot.outcome.send_modify(|o| o.installs += 1);
     ctx.alerts.resolve_credential(&slot.key.to_string());
@@ -952,6 +1004,11 @@ fn take_stored(slot: &Slot, ctx: &Ctx, stored: Token, over: bool) -> bool {
     {
         let mut health = slot.health();
         health.refresh_at = Some(Instant::now() + delay);
+        health.real_end = slot
+            .current
+            .load()
+            .as_deref()
+            .map(|held| RealEnd::of(held, now_ms, false));
         // Someone got a value: our own backoff no longer guards anything.
         health.backoff_until = None;
         health.backoff_class = None;

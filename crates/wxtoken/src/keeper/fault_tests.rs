@@ -247,31 +247,31 @@ async fn fault_wall_clock_stepped_back_an_hour_still_refreshes_on_time() {
     keeper.shutdown(Duration::from_secs(1)).await;
 }
 
-/// The limit of judging expiry on the wall clock: stepped an hour back while WeChat
-/// fails through the refresh window, the held token is served past its real end (WeChat
-/// answers 40001/42001 to it), for up to the hour the clock went back, since the wall
-/// clock says it still lives. Retries go on meanwhile (every 30-60 s at most), a client
-/// that reports it dead makes one, and the first that succeeds replaces it.
+/// Stepped an hour back while WeChat fails through the refresh window: the wall clock
+/// says the held token has an hour left, but its life is over by the monotonic clock
+/// (noted when it was installed), so it stops being served at its real end (less the
+/// 1 s margin) rather than an hour later; callers then get WeChat's error, and the first
+/// retry that succeeds installs a new token.
 #[tokio::test]
-async fn fault_wall_clock_stepped_back_while_wechat_fails_serves_the_token_past_its_end() {
+async fn fault_wall_clock_stepped_back_while_wechat_fails_stops_serving_at_the_real_end() {
     let api = Arc::new(FakeApi::default());
     let (_dir, _store, keeper) = keeper(api.clone()).await;
     let first = keeper.access_token("shop", None).await.expect("token");
     fake_wall::step(-3_600_000);
     api.fail(true);
-    sleep_secs(7300).await; // 100 s past its real end.
-    assert_eq!(
-        served(&keeper).as_deref(),
-        Some(first.value.as_str()),
-        "served past its real end: the wall clock says it has an hour left"
-    );
+    sleep_secs(7198).await;
+    assert_eq!(served(&keeper).as_deref(), Some(first.value.as_str()));
+    sleep_secs(2).await; // 7200 s: its real end.
+    assert_eq!(served(&keeper), None, "not served past its real end");
+    let error = keeper.access_token("shop", None).await.expect_err("none");
+    assert!(error.to_string().contains("system error"), "{error}");
     let failed = api.calls() - 1;
     assert!(failed >= 5, "{failed} retries");
     api.fail(false);
     sleep_secs(61).await;
-    assert_eq!(
-        served(&keeper).as_deref(),
-        Some(format!("T{}", failed + 2).as_str())
-    );
+    let fresh = served(&keeper).expect("a token again");
+    assert_eq!(fresh, format!("T{}", api.calls()));
+    // Dated by the stepped wall clock, fetched within the last 61 s.
+    assert!((7130..=7200).contains(&expires_in(&keeper)));
     keeper.shutdown(Duration::from_secs(1)).await;
 }

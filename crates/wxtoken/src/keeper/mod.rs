@@ -312,7 +312,11 @@ async fn build_app(
         let slot = Arc::new(Slot::new(key, settings.clone(), parent, None, health));
         if let Some(token) = token {
             let delay = schedule::refresh_delay(&token, slot.policy(), &ctx.settings(), now_ms);
-            slot.health().refresh_at = Some(Instant::now() + delay);
+            {
+                let mut health = slot.health();
+                health.refresh_at = Some(Instant::now() + delay);
+                health.real_end = Some(slot::RealEnd::of(&token, now_ms, false));
+            }
             info!(
                 app = %app.id,
                 kind = kind.as_str(),

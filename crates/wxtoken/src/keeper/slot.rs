@@ -87,6 +87,38 @@ pub(crate) struct Health {
     pub day: String,
     /// Upstream calls today by API name; force refreshes count against the budget.
     pub calls: BTreeMap<&'static str, u64>,
+    /// When the held value stops being servable by the monotonic clock, noted when it
+    /// was installed or adopted, with its generation and wall-clock expiry: a wall clock
+    /// set back since must not keep a dead value served (see `driver::end_if_over`).
+    pub real_end: Option<RealEnd>,
+}
+
+/// See [`Health::real_end`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RealEnd {
+    pub at: Instant,
+    pub generation: u64,
+    pub expires_at_ms: u64,
+    /// What the wall clock should say is left at `at`: the serve margin.
+    pub margin_ms: u64,
+}
+
+impl RealEnd {
+    /// The end of `token`'s servable life, from what is left of it at `now_ms`.
+    pub fn of(token: &Token, now_ms: u64, to_death: bool) -> Self {
+        let margin = if to_death {
+            Duration::ZERO
+        } else {
+            super::schedule::serve_margin(token)
+        };
+        let left = Duration::from_millis(token.remaining_ms(now_ms)).saturating_sub(margin);
+        Self {
+            at: Instant::now() + left,
+            generation: token.generation,
+            expires_at_ms: token.expires_at_ms,
+            margin_ms: margin.as_millis() as u64,
+        }
+    }
 }
 
 impl Health {
