@@ -26,6 +26,7 @@ use tokio::task::futures::TaskLocalFuture;
 use tower::{Layer, Service};
 
 use crate::config::ClientSettings;
+use crate::logging::AccessLine;
 
 /// The tracing target of the access log: filter it with `RUST_LOG=wxtoken::access=off`.
 pub const TARGET: &str = "wxtoken::access";
@@ -242,16 +243,26 @@ where
                     .as_mut()
                     .take_value()
                     .and_then(|slot| slot.client.into_inner());
-                tracing::info!(
-                    target: TARGET,
-                    method = %seen.method,
-                    route = this.metrics.route,
-                    app = app_of(this.metrics.route, &seen.uri),
-                    client = client.as_ref().map(|c| c.name.as_str()),
-                    status = status.as_u16(),
-                    latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-                    "access"
-                );
+                let line = AccessLine {
+                    method: seen.method.as_str(),
+                    route: this.metrics.route,
+                    app: app_of(this.metrics.route, &seen.uri),
+                    client: client.as_ref().map(|c| c.name.as_str()),
+                    status: status.as_u16(),
+                    latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                };
+                if !crate::logging::write_access(&line) {
+                    tracing::info!(
+                        target: TARGET,
+                        method = line.method,
+                        route = line.route,
+                        app = line.app,
+                        client = line.client,
+                        status = line.status,
+                        latency_us = line.latency_us,
+                        "access"
+                    );
+                }
             }
         }
         Poll::Ready(result)

@@ -272,10 +272,22 @@ pub async fn access_token(
     if let Some(body) = served {
         return Ok(json_no_store(body));
     }
-    // The slow path waits for a refresh: hold the entry, not the map's guard.
+    // The slow path waits for a refresh: hold the entry, not the map's guard. It is
+    // boxed so that its state is allocated only when it runs: inline, it made every
+    // request's future too big for the allocator's fast path.
     let entry = entry.clone();
     drop(apps);
-    let token = state.keeper.access_token(app, min_ttl).await?;
+    Box::pin(wait_for_token(state, entry, app.to_owned(), min_ttl)).await
+}
+
+/// The access token of `app` once the keeper has one with `min_ttl` left.
+async fn wait_for_token(
+    state: AppState,
+    entry: Arc<Entry>,
+    app: String,
+    min_ttl: Option<Duration>,
+) -> Result<Response, ApiError> {
+    let token = state.keeper.access_token(&app, min_ttl).await?;
     let second = unix_now_ms() / 1000;
     Ok(json_no_store(entry.body(&token, second, Shape::V1)))
 }
