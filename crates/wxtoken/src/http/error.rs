@@ -220,7 +220,10 @@ impl From<KeeperError> for ApiError {
                         None => format!("the request to WeChat failed: {}", u.message),
                     };
                     if let Some(wait) = retry_in {
-                        message.push_str(&format!("; next attempt in {}s", wait.as_secs()));
+                        message.push_str(&format!(
+                            "; next attempt in {}s",
+                            wait.as_millis().div_ceil(1000)
+                        ));
                     }
                     ApiError::Upstream {
                         message,

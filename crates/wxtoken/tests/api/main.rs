@@ -9,6 +9,7 @@ mod cli;
 mod cluster;
 mod demo;
 mod facade;
+mod faults;
 mod fencing;
 mod fleet;
 mod fleet_limits;
