@@ -5,15 +5,15 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::{AppState, parse_json};
+use super::{AppState, Path, parse_json};
 use crate::admin::{AdminError, ClientView};
 use crate::config::{AppGrant, ConfigError, Scope};
 
@@ -251,7 +251,17 @@ pub async fn audit(
     caller.require(Scope::Admin)?;
     let query = request.uri().query().unwrap_or_default();
     let (mut since, mut limit) = (0u64, 100usize);
+    let mut seen = [false; 2];
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        let index = match name.as_ref() {
+            "since" => 0,
+            "limit" => 1,
+            _ => continue,
+        };
+        if std::mem::replace(&mut seen[index], true) {
+            return Err(super::duplicate_param(&name));
+        }
+        let value = super::error::echo(&value);
         match name.as_ref() {
             "since" => {
                 since = value.parse().map_err(|_| {
