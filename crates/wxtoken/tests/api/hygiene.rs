@@ -3,8 +3,9 @@
 //! gateway, a third-party platform's pushes and authorizers, runtime administration,
 //! wrong keys and bad bodies, a master key rotation). No secret, key or whole token may
 //! then appear in its logs, an error body, `/metrics`, the status, audit, alerts or
-//! timeline JSON, or the dashboard's assets. Every secret is a distinctive string, so
-//! that a substring search means something.
+//! timeline JSON, or the dashboard's assets; and what the master key seals may not be
+//! readable in the store (SQLite's file, or every Redis value). Every secret is a
+//! distinctive string, so that a substring search means something.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -19,6 +20,7 @@ use wechat_emulator::Config as EmulatorConfig;
 use wxtoken::wechat::crypto::MsgCrypt;
 
 use crate::helpers::BIN;
+use crate::redis_server::RedisServer;
 
 const APPID: &str = "wx0123456789abcdef";
 const APPID2: &str = "wx2222222222222222";
@@ -196,13 +198,14 @@ fn bearer(key: &str) -> String {
     format!("Bearer {key}")
 }
 
-fn config(api_base: &str, db: &Path) -> String {
+/// `store` is the body of the `[store]` table.
+fn config(api_base: &str, store: &str) -> String {
     format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
 [store]
-path = "{db}"
+{store}
 [upstream]
 api_base = "{api_base}"
 wecom_base = "{api_base}"
@@ -234,8 +237,7 @@ name = "operator"
 key = "{ADMIN_KEY}"
 apps = ["*"]
 scopes = ["read", "invalidate", "admin"]
-"#,
-        db = db.display()
+"#
     )
 }
 
@@ -675,8 +677,62 @@ fn leaks(needles: &[(String, String)], haystacks: &[(String, String)]) -> Vec<St
     found
 }
 
+/// Every value the store holds, as text: the SQLite file (and its WAL) as bytes, or
+/// every Redis key's value.
+async fn at_rest(dir: &Path, redis: Option<&RedisServer>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Some(redis) = redis else {
+        for name in ["wxtoken.db", "wxtoken.db-wal"] {
+            if let Ok(bytes) = std::fs::read(dir.join(name)) {
+                out.push((
+                    name.to_owned(),
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                ));
+            }
+        }
+        return out;
+    };
+    let mut conn = redis.connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    for key in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("TYPE");
+        let read = match kind.as_str() {
+            "string" => redis::cmd("GET").arg(&key).to_owned(),
+            "hash" => redis::cmd("HGETALL").arg(&key).to_owned(),
+            "list" => redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).to_owned(),
+            "set" => redis::cmd("SMEMBERS").arg(&key).to_owned(),
+            "zset" => redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).to_owned(),
+            "stream" => redis::cmd("XRANGE").arg(&key).arg("-").arg("+").to_owned(),
+            other => panic!("a Redis key of type {other}: {key}"),
+        };
+        let value: redis::Value = read.query_async(&mut conn).await.expect("read");
+        out.push((format!("Redis key {key}"), format!("{value:?}")));
+    }
+    assert!(out.len() > 5, "the store holds something: {out:?}");
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_key_or_whole_token_shows_in_logs_answers_status_or_assets() {
+    hygiene(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_too_no_secret_shows_and_what_is_sealed_is_sealed() {
+    let redis = RedisServer::start().await;
+    hygiene(Some(&redis)).await;
+}
+
+/// The whole scenario on SQLite, or on `redis`.
+async fn hygiene(redis: Option<&RedisServer>) {
     let emulator = wechat_emulator::spawn(
         EmulatorConfig::default()
             .with_app(APPID, SHOP_SECRET)
@@ -687,9 +743,12 @@ async fn no_secret_key_or_whole_token_shows_in_logs_answers_status_or_assets() {
     .await
     .expect("emulator");
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("wxtoken.db");
+    let store = match redis {
+        Some(redis) => format!("kind = \"redis\"\nurl = \"{}\"", redis.url()),
+        None => format!("path = \"{}\"", dir.path().join("wxtoken.db").display()),
+    };
     let config_file = dir.path().join("wxtoken.toml");
-    std::fs::write(&config_file, config(&emulator.base_url(), &db)).expect("config");
+    std::fs::write(&config_file, config(&emulator.base_url(), &store)).expect("config");
 
     let server = serve(&config_file, MASTER_KEY).await;
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -708,16 +767,7 @@ async fn no_secret_key_or_whole_token_shows_in_logs_answers_status_or_assets() {
     let first_logs = server.stop().await;
 
     // The store at rest: runtime secrets and refresh tokens are sealed.
-    let mut at_rest = Vec::new();
-    for name in ["wxtoken.db", "wxtoken.db-wal"] {
-        if let Ok(bytes) = std::fs::read(dir.path().join(name)) {
-            at_rest.push((
-                name.to_owned(),
-                String::from_utf8_lossy(&bytes).into_owned(),
-            ));
-        }
-    }
-    assert!(!at_rest.is_empty(), "the store is a file");
+    let at_rest = at_rest(dir.path(), redis).await;
 
     // The master key rotated offline, then a start under the new key.
     let key_file = dir.path().join("new.key");
@@ -818,6 +868,13 @@ async fn no_secret_key_or_whole_token_shows_in_logs_answers_status_or_assets() {
     .into_iter()
     .map(|(what, v)| (what.to_owned(), v.to_owned()))
     .collect();
+    // The search reads the values: the tokens themselves are stored as they are.
+    assert!(
+        seen.credentials
+            .iter()
+            .any(|c| at_rest.iter().any(|(_, text)| text.contains(c.as_str()))),
+        "no stored token found by the search"
+    );
     let found = leaks(&sealed, &at_rest);
     assert!(found.is_empty(), "unsealed at rest:\n{}", found.join("\n"));
 }
