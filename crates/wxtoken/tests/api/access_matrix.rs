@@ -82,6 +82,9 @@ enum Guard {
     /// WeChat-shaped: the key is a query or body field (`{key}`); WeChat's errcode for
     /// a missing one and for one that is refused.
     KeyField { missing: i64, refused: i64 },
+    /// WeChat-shaped, for an appid or corpid no app has: the errcode of a missing key,
+    /// else 40013 for every key.
+    UnknownApp { missing: i64 },
     /// The same answer whoever calls (the Authorization header plays no part).
     Fixed(Want),
 }
@@ -163,7 +166,7 @@ impl Row {
     }
 }
 
-use Guard::{App, Fixed, Global, KeyField, Open};
+use Guard::{App, Fixed, Global, KeyField, Open, UnknownApp};
 use Need::{Admin, Invalidate, Read};
 
 const AUTHORIZER: &str = "/v1/apps/platform/authorizers/wxmerchant0000001";
@@ -393,6 +396,21 @@ fn rows() -> Vec<Row> {
             200,
         )
         .wechat(),
+        // An app WeChat would not know: 40013 whatever the key (once there is one).
+        row(
+            "GET /cgi-bin/token",
+            "GET",
+            "/cgi-bin/token?grant_type=client_credential&appid=wxnosuchapp0000000&secret={key}",
+            UnknownApp { missing: 41004 },
+            200,
+        ),
+        row(
+            "GET /cgi-bin/gettoken",
+            "GET",
+            "/cgi-bin/gettoken?corpid=wwnosuchcorp000000&corpsecret={key}",
+            UnknownApp { missing: 41004 },
+            200,
+        ),
         // The gateway: the token decides, never a key.
         row(
             "fallback",
@@ -496,6 +514,10 @@ fn expected(guard: Guard, col: Col) -> Want {
             Col::NoKey => Want::Wx(missing),
             Col::Scoped | Col::Admin => Want::Ok,
             _ => Want::Wx(refused),
+        },
+        UnknownApp { missing } => match col {
+            Col::NoKey => Want::Wx(missing),
+            _ => Want::Wx(40013),
         },
         Fixed(want) => want,
     }
