@@ -7,6 +7,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
 use rand::seq::IndexedRandom;
@@ -177,6 +178,40 @@ pub(crate) fn failure_response(kind: FailKind) -> Response {
             "500 Internal Server Error (injected by wechat-emulator)",
         )
             .into_response(),
+        FailKind::Reset => {
+            // The body fails before its first byte: the server closes the connection
+            // without finishing the answer.
+            let broken = futures::stream::once(async {
+                Err::<axum::body::Bytes, _>(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "connection reset (injected by wechat-emulator)",
+                ))
+            });
+            (
+                [(CONTENT_TYPE, "application/json")],
+                axum::body::Body::from_stream(broken),
+            )
+                .into_response()
+        }
+        FailKind::Garbage => (
+            [(CONTENT_TYPE, "text/html; charset=utf-8")],
+            "<html><head><title>Gateway</title></head><body>Please log in to continue \
+             (injected by wechat-emulator)</body></html>",
+        )
+            .into_response(),
+        FailKind::Truncated => (
+            [(CONTENT_TYPE, "application/json")],
+            r#"{"access_token":"93_truncatedXyZ"#,
+        )
+            .into_response(),
+        FailKind::Huge => {
+            let frame = r#"{"errcode":0,"errmsg":"ok","padding":""}"#.len();
+            let body = format!(
+                r#"{{"errcode":0,"errmsg":"ok","padding":"{}"}}"#,
+                "x".repeat(crate::HUGE_BODY_BYTES - frame)
+            );
+            ([(CONTENT_TYPE, "application/json")], body).into_response()
+        }
     }
 }
 

@@ -179,11 +179,67 @@ pub enum FailKind {
     /// Sleeps [`Config::hang`], then answers normally (issuing the token the client
     /// has probably given up on).
     Timeout,
+    /// The connection drops before the answer is complete (the body stream fails, so
+    /// the server closes it): what a client sees of a reset by a middlebox.
+    Reset,
+    /// HTTP 200 with an HTML page instead of JSON, as from a captive portal or a
+    /// misconfigured proxy.
+    Garbage,
+    /// HTTP 200 with JSON cut off in the middle of the token.
+    Truncated,
+    /// HTTP 200 with a JSON object of [`HUGE_BODY_BYTES`], far past any credential
+    /// answer.
+    Huge,
 }
 
+/// The size of a [`FailKind::Huge`] answer: 1 MiB.
+pub const HUGE_BODY_BYTES: usize = 1 << 20;
+
 impl FailKind {
-    /// All kinds, the default set to inject.
+    /// The kinds WeChat itself is seen to answer with, the default set to inject.
     pub const ALL: [FailKind; 3] = [FailKind::SystemBusy, FailKind::Http500, FailKind::Timeout];
+    /// Broken answers on the way (never issuing anything): for fault tests, not
+    /// injected unless asked for.
+    pub const BROKEN: [FailKind; 4] = [
+        FailKind::Reset,
+        FailKind::Garbage,
+        FailKind::Truncated,
+        FailKind::Huge,
+    ];
+}
+
+/// A nonsense `expires_in` in an otherwise valid token answer (the token is issued and
+/// lives [`Config::expires_in`] as usual): see [`Emulator::set_bad_expires_in`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadExpiresIn {
+    /// `"expires_in": 0`.
+    Zero,
+    /// `"expires_in": -7200`.
+    Negative,
+    /// `"expires_in": 315360000000` (ten thousand years).
+    Huge,
+    /// `"expires_in": "7200"`, a string.
+    Text,
+}
+
+impl BadExpiresIn {
+    /// Every kind, for tests that go through them all.
+    pub const ALL: [BadExpiresIn; 4] = [
+        BadExpiresIn::Zero,
+        BadExpiresIn::Negative,
+        BadExpiresIn::Huge,
+        BadExpiresIn::Text,
+    ];
+
+    /// The value answered in place of the real lifetime.
+    pub fn json(self) -> serde_json::Value {
+        match self {
+            BadExpiresIn::Zero => serde_json::json!(0),
+            BadExpiresIn::Negative => serde_json::json!(-7200),
+            BadExpiresIn::Huge => serde_json::json!(315_360_000_000u64),
+            BadExpiresIn::Text => serde_json::json!("7200"),
+        }
+    }
 }
 
 /// How the emulator behaves; [`Config::default`] matches WeChat's documented numbers.
@@ -255,6 +311,9 @@ pub struct Config {
     /// `clear_quota` and `clear_quota/v2` clears allowed per app per month, both
     /// together (WeChat: 10, shared with the console); over it: 48006.
     pub clear_quota_monthly: u64,
+    /// A nonsense `expires_in` answered with every official token from the start
+    /// (WeChat: `None`, the truth); [`Emulator::set_bad_expires_in`] changes it.
+    pub bad_expires_in: Option<BadExpiresIn>,
 }
 
 impl Default for Config {
@@ -285,6 +344,7 @@ impl Default for Config {
             verify_ticket_interval: None,
             rotate_refresh_tokens: true,
             clear_quota_monthly: 10,
+            bad_expires_in: None,
         }
     }
 }
@@ -405,6 +465,14 @@ impl Emulator {
     /// Changes the latency added to every token- and ticket-endpoint answer.
     pub fn set_latency(&self, latency: Duration) {
         self.lock().knobs.latency = latency;
+    }
+
+    /// With `Some`, every successful official token answer (`/cgi-bin/token`,
+    /// `/cgi-bin/stable_token`) carries this nonsense `expires_in` instead of the real
+    /// lifetime; the token itself is issued (and counted) as usual. `None` (the
+    /// default) answers the truth.
+    pub fn set_bad_expires_in(&self, bad: Option<BadExpiresIn>) {
+        self.lock().knobs.bad_expires_in = bad;
     }
 
     /// Changes the latency added to every ordinary API, login call and upload answer

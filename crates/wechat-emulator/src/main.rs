@@ -58,7 +58,8 @@ struct Cli {
     /// Share of token-endpoint calls that fail, 0 to 1.
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     fail_rate: f64,
-    /// Failures to inject, comma-separated: busy, http500, timeout.
+    /// Failures to inject, comma-separated: busy, http500, timeout (what WeChat does),
+    /// reset, garbage, truncated, huge (broken answers on the way).
     #[arg(long, value_delimiter = ',', value_parser = parse_fail_kind,
           default_value = "busy,http500,timeout")]
     fail_kinds: Vec<FailKind>,
@@ -190,8 +191,12 @@ fn parse_fail_kind(s: &str) -> Result<FailKind, String> {
         "busy" => Ok(FailKind::SystemBusy),
         "http500" => Ok(FailKind::Http500),
         "timeout" => Ok(FailKind::Timeout),
+        "reset" => Ok(FailKind::Reset),
+        "garbage" => Ok(FailKind::Garbage),
+        "truncated" => Ok(FailKind::Truncated),
+        "huge" => Ok(FailKind::Huge),
         other => Err(format!(
-            "unknown kind {other:?} (expected busy, http500, timeout)"
+            "unknown kind {other:?} (expected busy, http500, timeout, reset, garbage, truncated, huge)"
         )),
     }
 }
@@ -226,6 +231,7 @@ impl Cli {
                 .map(Duration::from_secs_f64),
             rotate_refresh_tokens: !self.keep_refresh_tokens,
             clear_quota_monthly: self.clear_quota_monthly,
+            bad_expires_in: None,
         }
     }
 }

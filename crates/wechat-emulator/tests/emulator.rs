@@ -298,6 +298,91 @@ async fn the_fail_rate_is_switched_over_http_and_checks_count_nothing() {
     assert_eq!(emu.emulator.stats().app(APP), before);
 }
 
+/// The raw answer to a classic token call: status and body bytes, or the transport
+/// error as text.
+async fn classic_raw(emu: &RunningEmulator) -> Result<(u16, Vec<u8>), String> {
+    let response = reqwest::get(format!(
+        "{}/cgi-bin/token?grant_type=client_credential&appid={APP}&secret={SECRET}",
+        emu.base_url()
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await.map_err(|e| e.to_string())?;
+    Ok((status, body.to_vec()))
+}
+
+#[tokio::test]
+async fn injected_broken_answers_issue_nothing() {
+    use wechat_emulator::HUGE_BODY_BYTES;
+    for kind in FailKind::BROKEN {
+        let emu = start(Config {
+            fail_rate: 1.0,
+            fail_kinds: vec![kind],
+            ..config()
+        })
+        .await;
+        let answer = classic_raw(&emu).await;
+        match kind {
+            FailKind::Reset => assert!(answer.is_err(), "{kind:?}: {answer:?}"),
+            FailKind::Garbage => {
+                let (status, body) = answer.expect("an answer");
+                assert_eq!(status, 200);
+                assert!(body.starts_with(b"<html>"), "{kind:?}");
+            }
+            FailKind::Truncated => {
+                let (status, body) = answer.expect("an answer");
+                assert_eq!(status, 200);
+                let parsed = serde_json::from_slice::<Value>(&body);
+                assert!(parsed.expect_err("cut off").is_eof(), "{kind:?}");
+            }
+            FailKind::Huge => {
+                let (status, body) = answer.expect("an answer");
+                assert_eq!((status, body.len()), (200, HUGE_BODY_BYTES));
+                let parsed: Value = serde_json::from_slice(&body).expect("valid JSON");
+                assert!(parsed.get("access_token").is_none());
+            }
+            other => unreachable!("{other:?} is not a broken answer"),
+        }
+        let stats = emu.emulator.stats().app(APP);
+        assert_eq!(
+            (
+                stats.token_calls,
+                stats.injected_failures,
+                stats.tokens_issued
+            ),
+            (1, 1, 0),
+            "{kind:?}"
+        );
+        emu.emulator.set_fail_rate(0.0);
+        token(&classic(&emu, APP, SECRET).await);
+    }
+}
+
+#[tokio::test]
+async fn a_nonsense_expires_in_comes_with_a_real_token() {
+    use wechat_emulator::BadExpiresIn;
+    let emu = start(config()).await;
+    for bad in BadExpiresIn::ALL {
+        emu.emulator.set_bad_expires_in(Some(bad));
+        for answer in [
+            classic(&emu, APP, SECRET).await,
+            stable(&emu, SECRET, false).await,
+        ] {
+            assert_eq!(answer["expires_in"], bad.json(), "{answer}");
+            let value = answer["access_token"].as_str().expect("a token");
+            assert_eq!(emu.emulator.check_token(value), TokenCheck::Valid);
+        }
+    }
+    assert_eq!(
+        BadExpiresIn::ALL.map(|b| b.json().to_string()),
+        ["0", "-7200", "315360000000", "\"7200\""]
+    );
+    emu.emulator.set_bad_expires_in(None);
+    let answer = classic(&emu, APP, SECRET).await;
+    assert_eq!(answer["expires_in"], 2, "the truth again");
+}
+
 #[tokio::test]
 async fn injected_timeout_hangs_then_answers() {
     let emu = start(Config {

@@ -53,6 +53,9 @@ pub enum AlertKind {
     Quota,
     /// The shared store has not answered for long enough to be taken for down.
     StoreUnreachable,
+    /// The store refuses writes (a read-only SQLite file, a full disk): what it refused
+    /// is held in memory until it takes it.
+    StoreWrites,
     /// An authorizer's refresh token was refused: the merchant must authorize again.
     NeedsReauthorization,
 }
@@ -64,6 +67,7 @@ impl AlertKind {
             AlertKind::Expiring => "expiring",
             AlertKind::Quota => "quota",
             AlertKind::StoreUnreachable => "store_unreachable",
+            AlertKind::StoreWrites => "store_writes",
             AlertKind::NeedsReauthorization => "needs_reauthorization",
         }
     }

@@ -206,10 +206,50 @@ impl fmt::Debug for Redacted<'_> {
 
 /// Wall-clock unix milliseconds. Expiry is absolute so it survives restarts.
 pub fn unix_now_ms() -> u64 {
+    #[cfg(test)]
+    if let Some(ms) = fake_wall::now_ms() {
+        return ms;
+    }
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_millis() as u64
+}
+
+/// A wall clock for unit tests, per thread (a `#[tokio::test]` runs the keeper's tasks
+/// on its own thread): it follows tokio's clock (paused and advanced by the test) from
+/// the real time, and can be stepped like a wall clock an operator or NTP sets.
+#[cfg(test)]
+pub(crate) mod fake_wall {
+    use std::cell::Cell;
+
+    use tokio::time::Instant;
+
+    thread_local! {
+        /// (real unix ms at the start, tokio's instant then, step in ms).
+        static CLOCK: Cell<Option<(u64, Instant, i64)>> = const { Cell::new(None) };
+    }
+
+    /// From now on this thread's wall clock moves with tokio's.
+    pub fn follow_tokio() {
+        let real = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as u64;
+        CLOCK.set(Some((real, Instant::now(), 0)));
+    }
+
+    /// Steps the wall clock by `ms` (negative: back), as a clock reset does.
+    pub fn step(ms: i64) {
+        let (real, at, step) = CLOCK.get().expect("follow_tokio first");
+        CLOCK.set(Some((real, at, step + ms)));
+    }
+
+    pub(super) fn now_ms() -> Option<u64> {
+        let (real, at, step) = CLOCK.get()?;
+        let ms = real as i64 + at.elapsed().as_millis() as i64 + step;
+        Some(ms.max(0) as u64)
+    }
 }
 
 /// The WeChat day (Beijing time, UTC+8) a unix-millisecond instant falls in, as

@@ -212,6 +212,9 @@ fn init_tracing(default: &str) -> anyhow::Result<logging::FlushGuard> {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
         && std::env::var_os("NO_COLOR").is_none();
     let (writer, guard) = logging::stdout().context("Failed to start the log writer thread")?;
+    if !ansi {
+        writer.take_access_log();
+    }
     let format = logging::Text {
         inner: tracing_subscriber::fmt::format().with_target(false),
     };

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::admin::{self, Admin};
-use crate::config::{Settings, StoreSettings};
+use crate::config::{MAX_HEADER_BYTES, Settings, StoreSettings};
 use crate::gateway::Gateway;
 use crate::http::{self, AppState, access};
 use crate::keeper::Keeper;
@@ -195,6 +195,14 @@ pub struct Server {
     state: AppState,
     /// The config file SIGHUP reloads, if any.
     config_path: Option<std::path::PathBuf>,
+    limits: ConnectionLimits,
+}
+
+/// What one connection may take (`[server]`).
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    header_read_timeout: Duration,
+    max_connections: usize,
 }
 
 /// The process-wide Prometheus recorder: the `metrics` facade allows one, and tests run
@@ -335,6 +343,7 @@ impl Server {
             metrics,
             gateway,
             settings.gateway.clone(),
+            settings.server.body_read_timeout,
         );
         Ok(Self {
             listener,
@@ -342,6 +351,10 @@ impl Server {
             keeper,
             state,
             config_path: None,
+            limits: ConnectionLimits {
+                header_read_timeout: settings.server.header_read_timeout,
+                max_connections: settings.server.max_connections,
+            },
         })
     }
 
@@ -389,11 +402,7 @@ impl Server {
         let app = tower::ServiceBuilder::new()
             .map_request(collapse_leading_slashes)
             .service(self.router);
-        let serve = axum::serve(
-            self.listener,
-            axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
-        )
-        .with_graceful_shutdown(graceful);
+        let serve = serve(self.listener, app, self.limits, graceful);
         let drain_deadline = async move {
             let _ = signalled_rx.wait_for(|s| *s).await;
             tokio::time::sleep(DRAIN_TIMEOUT).await;
@@ -410,6 +419,103 @@ impl Server {
         info!("stopped");
         Ok(())
     }
+}
+
+/// The accept loop (axum::serve's, plus the limits): at most `max_connections` open at
+/// once (the next accept waits for one to close), each with a header read timeout and a
+/// bound on the request head. After `shutdown`, stops accepting and waits for the open
+/// connections to finish their requests.
+async fn serve<S>(
+    listener: TcpListener,
+    service: S,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()>
+where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
+    // HTTP/1 only, as axum::serve without its http2 feature.
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // A request head that does not fit is answered 431.
+        .max_buf_size(MAX_HEADER_BYTES);
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut warned_full: Option<tokio::time::Instant> = None;
+    loop {
+        if permits.available_permits() == 0
+            && warned_full.is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+        {
+            warned_full = Some(tokio::time::Instant::now());
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                "server.max_connections connections are open; new ones wait until one closes"
+            );
+        }
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service =
+            service
+                .clone()
+                .map_request(|request: axum::http::Request<hyper::body::Incoming>| {
+                    request.map(axum::body::Body::new)
+                });
+        let connection =
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// As axum::serve: a connection that failed before it was accepted is no reason to
+/// stop; anything else (out of file descriptors) waits a second before trying again.
+async fn accept_failed(error: std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %error, "accept failed; trying again in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Applies runtime app and client changes made on any instance (polling the store's

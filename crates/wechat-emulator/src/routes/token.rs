@@ -92,13 +92,18 @@ pub(crate) async fn wecom(
 async fn answer(emulator: &Emulator, endpoint: Endpoint, req: &TokenRequest<'_>) -> Response {
     let config = emulator.config();
     let today = wechat_day(SystemTime::now());
+    let bad_expires_in = emulator.lock().knobs.bad_expires_in;
     deliver(
         emulator,
         |state| state.token_call(config, endpoint, req, Instant::now(), today),
         |grant| {
+            let expires_in = match bad_expires_in {
+                Some(bad) => bad.json(),
+                None => grant.expires_in.into(),
+            };
             Json(serde_json::json!({
                 "access_token": grant.access_token,
-                "expires_in": grant.expires_in,
+                "expires_in": expires_in,
             }))
             .into_response()
         },

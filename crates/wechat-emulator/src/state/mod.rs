@@ -62,6 +62,9 @@ pub(crate) struct Knobs {
     /// Spread failures evenly (exactly `fail_rate` of each app's calls, kinds in turn)
     /// instead of rolling dice, so that a short test is sure to meet some.
     pub fail_spread: bool,
+    /// A nonsense `expires_in` answered with official tokens (see
+    /// [`crate::Emulator::set_bad_expires_in`]).
+    pub bad_expires_in: Option<crate::BadExpiresIn>,
 }
 
 /// One app's place in the even failure schedule of `fail_spread`.
@@ -277,6 +280,7 @@ impl State {
                 latency: config.latency,
                 api_latency: config.api_latency,
                 fail_spread: config.fail_spread,
+                bad_expires_in: config.bad_expires_in,
             },
             apps: HashMap::new(),
             wecom: BTreeMap::new(),

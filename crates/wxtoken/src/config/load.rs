@@ -11,7 +11,8 @@ use serde::Deserialize;
 
 use super::{
     AlertSettings, AppGrant, AppKind, AppQuota, AppSettings, ClientSettings, ConfigError,
-    DEFAULT_ALERTS_PER_MINUTE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DailyBudget,
+    DEFAULT_ALERTS_PER_MINUTE, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT, DailyBudget,
     GatewaySettings, HookFormat, HookSettings, KeeperSettings, MessageKeys, QuotaSettings, Scope,
     ServerSettings, Settings, SharedSettings, StoreSettings, TokenMode, UpstreamSettings,
     WECHAT_CLEARS_PER_MONTH, invalid, key_digest,
@@ -51,6 +52,9 @@ struct RawAlert {
 struct RawServer {
     listen: Option<String>,
     master_key_file: Option<String>,
+    header_read_timeout_ms: Option<u64>,
+    body_read_timeout_ms: Option<u64>,
+    max_connections: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -273,6 +277,17 @@ impl Settings {
                     .map(|p| expand_env("server.master_key_file", p, env))
                     .transpose()?
                     .map(PathBuf::from),
+                header_read_timeout: positive_ms(
+                    "server.header_read_timeout_ms",
+                    raw.server.header_read_timeout_ms,
+                    DEFAULT_HEADER_READ_TIMEOUT,
+                )?,
+                body_read_timeout: positive_ms(
+                    "server.body_read_timeout_ms",
+                    raw.server.body_read_timeout_ms,
+                    DEFAULT_BODY_READ_TIMEOUT,
+                )?,
+                max_connections: max_connections(raw.server.max_connections)?,
             },
             store,
             upstream,
@@ -839,7 +854,8 @@ fn validate_client(
     })
 }
 
-fn is_identifier(s: &str) -> bool {
+/// The id grammar of apps and clients: 1-64 ASCII letters, digits, '-' or '_'.
+pub fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.chars()
@@ -860,6 +876,19 @@ fn base_url(
         return Err(invalid(key, format!("`{value}` is not an http(s) URL")));
     }
     Ok(value.trim_end_matches('/').to_owned())
+}
+
+/// `server.max_connections`: 1 to 1,000,000 (a semaphore holds at most that many).
+fn max_connections(value: Option<u64>) -> Result<usize, ConfigError> {
+    const MAX: u64 = 1_000_000;
+    match value {
+        None => Ok(DEFAULT_MAX_CONNECTIONS),
+        Some(n) if (1..=MAX).contains(&n) => Ok(n as usize),
+        Some(n) => Err(invalid(
+            "server.max_connections",
+            format!("must be 1 to {MAX}, got {n}"),
+        )),
+    }
 }
 
 fn positive_ms(key: &str, value: Option<u64>, default: Duration) -> Result<Duration, ConfigError> {

@@ -58,7 +58,27 @@ pub struct ServerSettings {
     /// Where the master key (64 hex characters) is read from, unless
     /// `WXTOKEN_MASTER_KEY` is set.
     pub master_key_file: Option<PathBuf>,
+    /// A connection that has not sent a whole request head this long after it opened
+    /// (or after its last answer, kept alive) is closed.
+    pub header_read_timeout: Duration,
+    /// A request body must have arrived this long after its route starts reading it,
+    /// or the request gets 408 (gateway bodies follow `gateway.request_timeout_ms`).
+    pub body_read_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen backlog until one
+    /// closes.
+    pub max_connections: usize,
 }
+
+/// Real clients send a request head in one packet; ten seconds is a very slow network.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Every body the v1 routes read is at most 64 KiB.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Far more than a fleet of services with pooled connections needs, far fewer than the
+/// file descriptors a default `ulimit -n` of 65536 allows.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Request heads (request line and headers) above this get 431; real SDKs send under
+/// 2 KiB.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// Where durable state lives.
 #[derive(Debug, Clone)]
@@ -455,6 +475,6 @@ pub fn key_digest(key: &str) -> [u8; 32] {
 }
 
 mod load;
-pub use load::{app_from_json, runtime_client};
+pub use load::{app_from_json, is_identifier, runtime_client};
 #[cfg(test)]
 mod tests;

@@ -149,6 +149,34 @@ fn gateway_limits_have_defaults_and_bounds() {
 }
 
 #[test]
+fn server_limits_have_defaults_and_bounds() {
+    let s = Settings::from_toml_with_env(MINIMAL, &no_env).expect("valid");
+    assert_eq!(s.server.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(s.server.body_read_timeout, Duration::from_secs(30));
+    assert_eq!(s.server.max_connections, 10_000);
+    let server = |body: &str| format!("[server]\n{body}\n{MINIMAL}");
+    let set = Settings::from_toml_with_env(
+        &server("header_read_timeout_ms = 250\nbody_read_timeout_ms = 500\nmax_connections = 3"),
+        &no_env,
+    )
+    .expect("valid");
+    assert_eq!(set.server.header_read_timeout, Duration::from_millis(250));
+    assert_eq!(set.server.body_read_timeout, Duration::from_millis(500));
+    assert_eq!(set.server.max_connections, 3);
+    for (line, key) in [
+        (
+            "header_read_timeout_ms = 0",
+            "server.header_read_timeout_ms",
+        ),
+        ("body_read_timeout_ms = 0", "server.body_read_timeout_ms"),
+        ("max_connections = 0", "server.max_connections"),
+        ("max_connections = 1000001", "server.max_connections"),
+    ] {
+        assert!(err(&server(line)).contains(key), "{line}");
+    }
+}
+
+#[test]
 fn quota_settings_take_a_percent_or_a_count_and_name_the_key_when_wrong() {
     let s = Settings::from_toml_with_env(MINIMAL, &no_env).expect("valid");
     assert_eq!(s.keeper.quota.daily_budget, DailyBudget::Percent(80));

@@ -32,6 +32,9 @@ pub enum BodyError {
     TooLarge { limit: u64 },
     #[error("could not read the request body: {0}")]
     Read(String),
+    /// The part of the body held before forwarding did not arrive in time.
+    #[error("the request body did not arrive within gateway.request_timeout_ms")]
+    TimedOut,
 }
 
 /// Reads up to `hold` bytes of `body`: if it ends within them, it is held; otherwise it

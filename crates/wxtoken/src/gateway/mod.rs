@@ -48,11 +48,14 @@ pub const API_PREFIXES: &[&str] = &[
     "/wxopen/",
 ];
 
-/// Whether `path` is under one of WeChat's API prefixes, with no dot segment (plain
-/// or percent-encoded) that a server further on might resolve to somewhere else.
+/// Whether `path` is under one of WeChat's API prefixes, with no dot segment and no
+/// percent-encoded dot, slash or backslash (`..%2F..` decodes to two dot segments) that
+/// a server further on might resolve to somewhere else. WeChat's paths have none.
 pub fn is_wechat_api_path(path: &str) -> bool {
-    let dotted =
-        path.split('/').any(|s| s == "." || s == "..") || path.to_ascii_lowercase().contains("%2e");
+    let lower = path.to_ascii_lowercase();
+    let dotted = path.split(['/', '\\']).any(|s| s == "." || s == "..")
+        || path.contains('\\')
+        || ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e));
     API_PREFIXES.iter().any(|p| path.starts_with(p)) && !dotted
 }
 
@@ -334,7 +337,8 @@ fn respond(status: StatusCode, headers: &HeaderMap, peeked: Peeked) -> Response 
 }
 
 /// `query` with its `access_token` set to `token` (kept in place if present, else
-/// appended); every other parameter is passed on byte for byte.
+/// appended; a second one, however encoded, is dropped); every other parameter is
+/// passed on byte for byte.
 pub fn with_access_token(query: &str, token: &str) -> String {
     let mut out = String::with_capacity(query.len() + token.len() + 14);
     let mut replaced = false;
@@ -342,7 +346,7 @@ pub fn with_access_token(query: &str, token: &str) -> String {
         if !out.is_empty() {
             out.push('&');
         }
-        if pair == "access_token" || pair.starts_with("access_token=") {
+        if is_access_token_pair(pair) {
             if replaced {
                 // A second access_token would be ambiguous upstream: drop it.
                 out.pop();
@@ -365,11 +369,37 @@ pub fn with_access_token(query: &str, token: &str) -> String {
     out
 }
 
-/// The first value of `name` in a raw query string, percent-decoded.
-pub fn query_param<'q>(query: &'q str, name: &str) -> Option<std::borrow::Cow<'q, str>> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
+/// A query parameter given more than once (which one would a server further on take?).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("query parameter `{0}` is given more than once")]
+pub struct DuplicateParam(pub String);
+
+/// The value of `name` in a raw query string, percent-decoded (names too, so
+/// `access%5Ftoken` is `access_token`); given twice, it is refused.
+pub fn query_param<'q>(
+    query: &'q str,
+    name: &str,
+) -> Result<Option<std::borrow::Cow<'q, str>>, DuplicateParam> {
+    let mut found = None;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if key == name {
+            if found.is_some() {
+                return Err(DuplicateParam(name.to_owned()));
+            }
+            found = Some(value);
+        }
+    }
+    Ok(found)
+}
+
+/// Whether a raw `name=value` pair is named `access_token`, percent-encoded or not.
+fn is_access_token_pair(pair: &str) -> bool {
+    let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+    name == "access_token"
+        || (name.contains('%')
+            && form_urlencoded::parse(name.as_bytes())
+                .next()
+                .is_some_and(|(key, _)| key == "access_token"))
 }
 
 #[cfg(test)]
@@ -392,6 +422,14 @@ mod tests {
             with_access_token("access_token=A&access_token=B&x=1", "NEW"),
             "access_token=NEW&x=1"
         );
+        assert_eq!(
+            with_access_token("access%5Ftoken=A&x=1&access_token=B", "NEW"),
+            "access_token=NEW&x=1"
+        );
+        assert_eq!(
+            with_access_token("x=1&%61ccess_token", "NEW"),
+            "x=1&access_token=NEW"
+        );
     }
 
     #[test]
@@ -402,6 +440,11 @@ mod tests {
         assert!(!is_wechat_api_path("/cgi-bin/../v1/apps"));
         assert!(!is_wechat_api_path("/cgi-bin/%2E%2e/v1/apps"));
         assert!(!is_wechat_api_path("/cgi-bin/./token"));
+        assert!(!is_wechat_api_path("/cgi-bin/..%2F..%2Fv1"));
+        assert!(!is_wechat_api_path("/cgi-bin/a%2fb"));
+        assert!(!is_wechat_api_path("/cgi-bin/..\\x"));
+        assert!(!is_wechat_api_path("/cgi-bin/%5C..%5Cx"));
+        assert!(is_wechat_api_path("/cgi-bin/a..b"));
         assert!(!is_wechat_api_path("/cgi-bin"));
         assert!(!is_wechat_api_path("/elsewhere/cgi-bin/x"));
     }
@@ -409,9 +452,13 @@ mod tests {
     #[test]
     fn query_params_are_decoded() {
         assert_eq!(
-            query_param("a=1&secret=k%2By", "secret").as_deref(),
-            Some("k+y")
+            query_param("a=1&secret=k%2By", "secret"),
+            Ok(Some("k+y".into()))
         );
-        assert_eq!(query_param("a=1", "secret"), None);
+        assert_eq!(query_param("a=1", "secret"), Ok(None));
+        assert_eq!(
+            query_param("access_token=A&access%5Ftoken=B", "access_token"),
+            Err(DuplicateParam("access_token".into()))
+        );
     }
 }

@@ -26,6 +26,7 @@ use tokio::task::futures::TaskLocalFuture;
 use tower::{Layer, Service};
 
 use crate::config::ClientSettings;
+use crate::logging::AccessLine;
 
 /// The tracing target of the access log: filter it with `RUST_LOG=wxtoken::access=off`.
 pub const TARGET: &str = "wxtoken::access";
@@ -125,13 +126,23 @@ fn route_label(request: &Request) -> &str {
     }
 }
 
-/// The `{app}` of a `/v1/apps/{app}/...` request, as sent (app ids are plain ASCII).
+/// The most of an `{app}` segment the log line keeps: app ids are short, and a request
+/// for a 10,000-character one should not write 10,000 characters per line.
+const MAX_LOGGED_APP: usize = 64;
+
+/// The `{app}` of a `/v1/apps/{app}/...` request, as sent (app ids are plain ASCII), cut
+/// to its first [`MAX_LOGGED_APP`] bytes.
 fn app_of<'u>(route: &str, uri: &'u Uri) -> Option<&'u str> {
     if !route.starts_with("/v1/apps/{app}") {
         return None;
     }
     let rest = uri.path().strip_prefix("/v1/apps/")?;
-    Some(rest.split('/').next().unwrap_or(rest))
+    let app = rest.find('/').map_or(rest, |end| &rest[..end]);
+    let mut end = app.len().min(MAX_LOGGED_APP);
+    while !app.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(&app[..end])
 }
 
 /// Adds the access log and request metrics to every route it wraps. Apply with
@@ -242,16 +253,26 @@ where
                     .as_mut()
                     .take_value()
                     .and_then(|slot| slot.client.into_inner());
-                tracing::info!(
-                    target: TARGET,
-                    method = %seen.method,
-                    route = this.metrics.route,
-                    app = app_of(this.metrics.route, &seen.uri),
-                    client = client.as_ref().map(|c| c.name.as_str()),
-                    status = status.as_u16(),
-                    latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-                    "access"
-                );
+                let line = AccessLine {
+                    method: seen.method.as_str(),
+                    route: this.metrics.route,
+                    app: app_of(this.metrics.route, &seen.uri),
+                    client: client.as_ref().map(|c| c.name.as_str()),
+                    status: status.as_u16(),
+                    latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                };
+                if !crate::logging::write_access(&line) {
+                    tracing::info!(
+                        target: TARGET,
+                        method = line.method,
+                        route = line.route,
+                        app = line.app,
+                        client = line.client,
+                        status = line.status,
+                        latency_us = line.latency_us,
+                        "access"
+                    );
+                }
             }
         }
         Poll::Ready(result)
@@ -273,5 +294,11 @@ mod tests {
         let uri: Uri = "/cgi-bin/token?secret=k".parse().expect("a uri");
         assert_eq!(app_of("/cgi-bin/token", &uri), None);
         assert_eq!(app_of(GATEWAY_ROUTE, &uri), None);
+        let long = format!("/v1/apps/{}/access_token", "a".repeat(10_000));
+        let uri: Uri = long.parse().expect("a uri");
+        assert_eq!(
+            app_of("/v1/apps/{app}/access_token", &uri).map(str::len),
+            Some(MAX_LOGGED_APP)
+        );
     }
 }

@@ -5,17 +5,17 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::{AppState, parse_json};
+use super::{AppState, Path, parse_json};
 use crate::admin::{AdminError, ClientView};
-use crate::config::{ConfigError, Scope};
+use crate::config::{AppGrant, ConfigError, Scope};
 
 /// The most audit entries one request returns.
 const MAX_AUDIT_LIMIT: usize = 1000;
@@ -59,6 +59,19 @@ fn may_manage(caller: &Caller, app: &str) -> Result<(), ApiError> {
             "client `{}` may not use app `{app}`",
             caller.0.name
         )))
+    }
+}
+
+/// An admin key limited to some apps gives out and takes back only keys limited to
+/// those apps: otherwise it could mint itself a key for every app.
+fn may_grant(caller: &Caller, grant: &AppGrant) -> Result<(), ApiError> {
+    match grant {
+        AppGrant::Only(apps) => apps.iter().try_for_each(|app| may_manage(caller, app)),
+        AppGrant::All if matches!(caller.0.apps, AppGrant::All) => Ok(()),
+        AppGrant::All => Err(ApiError::Forbidden(format!(
+            "client `{}` may not manage a client of every app (\"*\")",
+            caller.0.name
+        ))),
     }
 }
 
@@ -161,6 +174,12 @@ pub async fn add_client(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Admin)?;
     let NewClient { name, apps, scopes } = parse_json(body)?;
+    let grant = if apps.iter().any(|a| a == "*") {
+        AppGrant::All
+    } else {
+        AppGrant::Only(apps.clone())
+    };
+    may_grant(&caller, &grant)?;
     let scopes = scopes.unwrap_or_else(|| vec!["read".to_owned()]);
     let outcome = state.admin.add_client(&name, apps, scopes).await;
     state
@@ -189,6 +208,9 @@ pub async fn revoke_client(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Scope::Admin)?;
+    if let Some(client) = state.admin.clients().iter().find(|c| c.name == name) {
+        may_grant(&caller, &client.apps)?;
+    }
     let outcome = state.admin.revoke_client(&name).await;
     state
         .admin
@@ -229,7 +251,17 @@ pub async fn audit(
     caller.require(Scope::Admin)?;
     let query = request.uri().query().unwrap_or_default();
     let (mut since, mut limit) = (0u64, 100usize);
+    let mut seen = [false; 2];
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        let index = match name.as_ref() {
+            "since" => 0,
+            "limit" => 1,
+            _ => continue,
+        };
+        if std::mem::replace(&mut seen[index], true) {
+            return Err(super::duplicate_param(&name));
+        }
+        let value = super::error::echo(&value);
         match name.as_ref() {
             "since" => {
                 since = value.parse().map_err(|_| {

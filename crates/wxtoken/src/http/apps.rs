@@ -2,12 +2,12 @@
 //! `POST /v1/apps/{app}/quota/clear`, which clears an app's daily quota at WeChat.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Serialize;
 
-use super::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
+use super::{AppState, Path};
 use crate::config::Scope;
 use crate::keeper::{AppStatus, ClearError};
 

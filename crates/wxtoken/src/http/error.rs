@@ -20,7 +20,8 @@ pub enum ApiError {
     /// A push whose msg_signature does not match: not from WeChat.
     #[error("msg_signature does not match the push: it is not from WeChat")]
     BadSignature,
-    #[error("no app `{0}` is configured")]
+    /// An unknown app; an id outside the id grammar is not echoed whole.
+    #[error("{}", unknown_app(.0))]
     AppNotFound(String),
     #[error("{0}")]
     BadRequest(String),
@@ -60,6 +61,9 @@ pub enum ApiError {
     /// The store failed; nothing was changed.
     #[error("{0}")]
     StoreUnavailable(String),
+    /// The request body did not arrive within `server.body_read_timeout_ms`.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{message}")]
     Upstream {
         message: String,
@@ -67,6 +71,41 @@ pub enum ApiError {
         rid: Option<String>,
         retry_in: Option<Duration>,
     },
+}
+
+/// The most of a caller's input an error message repeats back.
+pub const MAX_ECHO_CHARS: usize = 64;
+/// No error message is longer than this (in characters): whatever a caller sent that a
+/// message quotes, the answer stays small.
+pub const MAX_MESSAGE_CHARS: usize = 512;
+
+/// `text` as an error message may quote it: at most [`MAX_ECHO_CHARS`] characters, then
+/// `…` if it was longer.
+pub fn echo(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(MAX_ECHO_CHARS) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((end, _)) => std::borrow::Cow::Owned(format!("{}…", &text[..end])),
+    }
+}
+
+fn unknown_app(id: &str) -> String {
+    if crate::config::is_identifier(id) {
+        format!("no app `{id}` is configured")
+    } else {
+        format!(
+            "no app is configured under `{}`: app ids are 1-64 characters of letters, digits, '-' or '_'",
+            echo(id)
+        )
+    }
+}
+
+/// `message` cut to [`MAX_MESSAGE_CHARS`] characters.
+fn capped(mut message: String) -> String {
+    if let Some((end, _)) = message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        message.truncate(end);
+        message.push('…');
+    }
+    message
 }
 
 #[derive(Serialize)]
@@ -93,6 +132,7 @@ impl ApiError {
             ApiError::AppNotFound(_) => (StatusCode::NOT_FOUND, "app_not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
@@ -133,7 +173,7 @@ impl IntoResponse for ApiError {
         let body = Body {
             error: Detail {
                 code,
-                message: self.to_string(),
+                message: capped(self.to_string()),
                 wechat_errcode,
                 rid,
             },
@@ -180,7 +220,10 @@ impl From<KeeperError> for ApiError {
                         None => format!("the request to WeChat failed: {}", u.message),
                     };
                     if let Some(wait) = retry_in {
-                        message.push_str(&format!("; next attempt in {}s", wait.as_secs()));
+                        message.push_str(&format!(
+                            "; next attempt in {}s",
+                            wait.as_millis().div_ceil(1000)
+                        ));
                     }
                     ApiError::Upstream {
                         message,

@@ -157,24 +157,34 @@ fn readable<'i>(state: &AppState, ids: &'i [String], key: &str) -> Option<&'i st
         .map(String::as_str)
 }
 
-/// The first non-empty value of each of `names` in a raw query string, read in one pass
-/// (percent-decoded; borrowed unless decoding changed something).
+/// The non-empty value of each of `names` in a raw query string, read in one pass
+/// (percent-decoded; borrowed unless decoding changed something). One of `names` given
+/// twice is WeChat's 40097 `invalid args`: which one would WeChat have taken?
 pub(crate) fn params<'q, const N: usize>(
     query: &'q str,
     names: [&str; N],
-) -> [Option<Cow<'q, str>>; N] {
+) -> Result<[Option<Cow<'q, str>>; N], WxError> {
     let mut found: [Option<Cow<'q, str>>; N] = std::array::from_fn(|_| None);
+    let mut seen = [false; N];
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-        if value.is_empty() {
-            continue;
-        }
         if let Some(i) = names.iter().position(|n| *n == name) {
-            if found[i].is_none() {
+            if std::mem::replace(&mut seen[i], true) {
+                return Err(duplicate(names[i]));
+            }
+            if !value.is_empty() {
                 found[i] = Some(value);
             }
         }
     }
-    found
+    Ok(found)
+}
+
+/// WeChat's answer to a parameter given twice.
+pub(crate) fn duplicate(name: &str) -> WxError {
+    WxError::new(
+        40097,
+        format!("invalid args (wxtoken: `{name}` is given more than once)"),
+    )
 }
 
 /// `GET /cgi-bin/token?grant_type=client_credential&appid=A&secret=<client key>`
@@ -182,7 +192,10 @@ pub(crate) fn params<'q, const N: usize>(
 /// Read from the raw request (no query copy): this is the hot path of every SDK.
 pub async fn token(State(state): State<AppState>, request: Request) -> Response {
     let query = request.uri().query().unwrap_or_default();
-    let [grant_type, appid, secret] = params(query, ["grant_type", "appid", "secret"]);
+    let [grant_type, appid, secret] = match params(query, ["grant_type", "appid", "secret"]) {
+        Ok(found) => found,
+        Err(e) => return e.into_response(),
+    };
     let app = match official_app(
         &state,
         grant_type.as_deref(),
@@ -308,7 +321,10 @@ async fn force_refresh(state: &AppState, app: &str, client: &str) -> Response {
 /// naming the apps: give each WeCom app's services their own key.
 pub async fn gettoken(State(state): State<AppState>, request: Request) -> Response {
     let query = request.uri().query().unwrap_or_default();
-    let [key, corpid, agentid] = params(query, ["corpsecret", "corpid", "agentid"]);
+    let [key, corpid, agentid] = match params(query, ["corpsecret", "corpid", "agentid"]) {
+        Ok(found) => found,
+        Err(e) => return e.into_response(),
+    };
     // WeCom checks the secret before the corp.
     let Some(key) = key else {
         return WxError::new(41004, "corpsecret missing").into_response();
@@ -389,13 +405,16 @@ pub async fn ticket(
 ) -> Option<Response> {
     let wecom = matches!(app.kind, AppKind::Wecom { .. });
     let ticket = match (path, wecom) {
-        ("/cgi-bin/ticket/getticket", false) => match query_param(query, "type").as_deref() {
-            Some("jsapi") => TicketType::Jsapi,
-            Some("wx_card") => TicketType::WxCard,
-            _ => return Some(WxError::new(40097, "invalid args").into_response()),
-        },
+        ("/cgi-bin/ticket/getticket", false) => {
+            match query_param(query, "type").ok().flatten().as_deref() {
+                Some("jsapi") => TicketType::Jsapi,
+                Some("wx_card") => TicketType::WxCard,
+                _ => return Some(WxError::new(40097, "invalid args").into_response()),
+            }
+        }
         ("/cgi-bin/get_jsapi_ticket", true) => TicketType::Jsapi,
-        ("/cgi-bin/ticket/get", true) => match query_param(query, "type").as_deref() {
+        ("/cgi-bin/ticket/get", true) => match query_param(query, "type").ok().flatten().as_deref()
+        {
             Some("agent_config") => TicketType::AgentConfig,
             _ => return Some(WxError::new(40097, "invalid args").into_response()),
         },

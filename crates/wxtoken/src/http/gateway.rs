@@ -47,7 +47,11 @@ pub async fn fallback(State(state): State<AppState>, request: Request) -> Respon
         return ApiError::NotFound.into_response();
     }
     let query = request.uri().query().unwrap_or_default().to_owned();
-    let Some(token) = query_param(&query, "access_token").filter(|t| !t.is_empty()) else {
+    let token = match query_param(&query, "access_token") {
+        Ok(token) => token.filter(|t| !t.is_empty()),
+        Err(e) => return facade::duplicate(&e.0).into_response(),
+    };
+    let Some(token) = token else {
         return WxError::token_missing().into_response();
     };
     let issuer = state
@@ -149,7 +153,14 @@ async fn outgoing(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let limits = &state.gateway_settings;
-    let body = read_request(body, length, limits.retry_body_bytes, limits.max_body_bytes).await?;
+    // What is held before forwarding must arrive within the gateway's own timeout (what
+    // is streamed is under the upstream request's).
+    let body = tokio::time::timeout(
+        limits.request_timeout,
+        read_request(body, length, limits.retry_body_bytes, limits.max_body_bytes),
+    )
+    .await
+    .map_err(|_| BodyError::TimedOut)??;
     Ok(Outgoing {
         method: parts.method,
         path,
@@ -183,6 +194,7 @@ fn body_error(error: BodyError) -> Response {
         ))
         .into_response(),
         BodyError::Read(message) => ApiError::BadRequest(message).into_response(),
+        e @ BodyError::TimedOut => ApiError::RequestTimeout(e.to_string()).into_response(),
     }
 }
 
@@ -194,7 +206,10 @@ async fn login_call(state: &AppState, request: Request) -> Response {
     }
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or_default().to_owned();
-    let [appid, key] = facade::params(&query, ["appid", "secret"]);
+    let [appid, key] = match facade::params(&query, ["appid", "secret"]) {
+        Ok(found) => found,
+        Err(e) => return e.into_response(),
+    };
     let Some(appid) = appid else {
         return WxError::new(41002, "appid missing").into_response();
     };

@@ -18,9 +18,10 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `ready`: the store answers. `degraded` (still 200, so load balancers keep sending
-/// traffic): the store does not answer, but every app's token is valid in memory and is
-/// being served. Otherwise 503. Either way, what the store warned about at start.
+/// `ready`: the store answers and takes writes. `degraded` (still 200, so load
+/// balancers keep sending traffic): the store does not answer or refuses writes (a
+/// read-only file, a full disk), but every app's token is valid in memory and is being
+/// served. Otherwise 503. Either way, what the store warned about at start.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let warnings = state.store.warnings();
     let problem = match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
@@ -31,6 +32,17 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             READY_TIMEOUT.as_secs()
         )),
     };
+    let problem = problem.or_else(|| {
+        let refused = state.keeper.store_write_failure()?;
+        Some(format!(
+            "the store refuses writes since {}s ago ({}); {} value(s) and {} call counter(s) \
+             are held in memory until it takes them",
+            crate::credential::unix_now_ms().saturating_sub(refused.since_ms) / 1000,
+            refused.message,
+            refused.values,
+            refused.counters
+        ))
+    });
     match problem {
         None => Ok(Json(json!({"status": "ready", "warnings": warnings}))),
         Some(problem) if state.keeper.all_serving() => Ok(Json(json!({

@@ -3,8 +3,8 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::header::CACHE_CONTROL;
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::{AppState, parse_json};
+use super::{AppState, Path, parse_json};
 use crate::config::{AppKind, Scope};
 use crate::credential::unix_now_ms;
 use crate::jssdk;

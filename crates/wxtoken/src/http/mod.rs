@@ -6,6 +6,7 @@ mod admin;
 mod alerts;
 mod apps;
 pub mod auth;
+pub mod deadline;
 pub mod error;
 pub mod facade;
 mod gateway;
@@ -57,6 +58,9 @@ pub struct Shared {
     pub gateway_settings: GatewaySettings,
     /// WeChat-shaped token endpoints: apps by appid/corpid, force_refresh spacing.
     pub facade: facade::Facade,
+    /// How long a route that reads a body waits for all of it
+    /// (`server.body_read_timeout_ms`).
+    pub body_read_timeout: std::time::Duration,
 }
 
 impl AppState {
@@ -73,6 +77,7 @@ impl AppState {
         metrics: PrometheusHandle,
         gateway: Gateway,
         gateway_settings: GatewaySettings,
+        body_read_timeout: std::time::Duration,
     ) -> Self {
         let rendered = tokens::RenderCache::new(&keeper);
         let facade = facade::Facade::new(&keeper);
@@ -85,6 +90,7 @@ impl AppState {
             gateway,
             gateway_settings,
             facade,
+            body_read_timeout,
         }))
     }
 }
@@ -108,8 +114,12 @@ impl std::fmt::Debug for Shared {
 
 /// All routes with their state.
 pub fn router(state: AppState) -> Router {
-    // Only routes that read a body carry the limit; the hot GET pays nothing for it.
-    let limited = || DefaultBodyLimit::max(MAX_BODY_BYTES);
+    // Only routes that read a body carry the limit and the body deadline; the hot GET
+    // pays nothing for them.
+    let deadline = deadline::BodyDeadlineLayer {
+        timeout: state.body_read_timeout,
+    };
+    let limited = || (DefaultBodyLimit::max(MAX_BODY_BYTES), deadline);
     Router::new()
         .route("/v1/apps", get(apps::list))
         .route(
@@ -154,7 +164,10 @@ pub fn router(state: AppState) -> Router {
         // Third-party platforms.
         .route(
             "/v1/apps/{app}/callback",
-            post(platform::callback).layer(DefaultBodyLimit::max(platform::CALLBACK_BODY_LIMIT)),
+            post(platform::callback).layer((
+                DefaultBodyLimit::max(platform::CALLBACK_BODY_LIMIT),
+                deadline,
+            )),
         )
         .route(
             "/v1/apps/{app}/authorizers",
@@ -212,16 +225,15 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Parses a JSON body, naming the offending field on error. Content-Type is not
-/// required (curl's `-d` sends a form type); the body must be JSON all the same.
+/// required (curl's `-d` sends a form type); the body must be a JSON object all the same
+/// (serde would otherwise take `["x"]` for a struct of one field).
 pub fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        body_rejection(rejection, || {
             ApiError::PayloadTooLarge(format!("the body must be at most {MAX_BODY_BYTES} bytes"))
-        } else {
-            ApiError::BadRequest(format!("could not read the body: {rejection}"))
-        }
+        })
     })?;
-    if body.is_empty() {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::BadRequest(
             "the body must be a JSON object".into(),
         ));
@@ -233,7 +245,84 @@ pub fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> R
         if path == "." || path.is_empty() {
             ApiError::BadRequest(format!("invalid JSON body: {inner}"))
         } else {
-            ApiError::BadRequest(format!("invalid JSON body: field `{path}`: {inner}"))
+            ApiError::BadRequest(format!(
+                "invalid JSON body: field `{}`: {inner}",
+                error::echo(&path)
+            ))
         }
     })
+}
+
+/// Why a body could not be read: too large (`too_large`), too slow (408), or broken.
+pub fn body_rejection(rejection: BytesRejection, too_large: impl FnOnce() -> ApiError) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return too_large();
+    }
+    if deadline::timed_out(&rejection) {
+        return deadline::error();
+    }
+    ApiError::BadRequest(format!("could not read the body: {rejection}"))
+}
+
+/// `Path` with its rejection in the JSON error shape (axum's own answers plain text,
+/// e.g. for a `%FF` that does not decode to UTF-8).
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                use axum::extract::path::ErrorKind;
+                Err(ApiError::BadRequest(match e.kind() {
+                    ErrorKind::InvalidUtf8InPathParam { key } => format!(
+                        "path segment `{{{}}}` is not valid UTF-8 once percent-decoded",
+                        error::echo(key)
+                    ),
+                    _ => "a path segment could not be read".to_owned(),
+                }))
+            }
+            Err(_) => Err(ApiError::NotFound),
+        }
+    }
+}
+
+/// The value of query parameter `name` (percent-decoded) in a raw query string; a
+/// parameter given twice is refused rather than one of them silently chosen.
+pub fn query_param<'q>(
+    query: Option<&'q str>,
+    name: &str,
+) -> Result<Option<std::borrow::Cow<'q, str>>, ApiError> {
+    let Some(query) = query else {
+        return Ok(None);
+    };
+    let mut found = None;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if key == name {
+            if found.is_some() {
+                return Err(duplicate_param(name));
+            }
+            found = Some(value);
+        }
+    }
+    Ok(found)
+}
+
+/// 400 for a query parameter given more than once.
+pub fn duplicate_param(name: &str) -> ApiError {
+    ApiError::BadRequest(format!(
+        "query parameter `{}` is given more than once",
+        error::echo(name)
+    ))
 }

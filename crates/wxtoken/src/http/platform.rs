@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
@@ -16,7 +16,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::jssdk::{ConfigBody, check_config, page_config};
 use super::tokens::{json_no_store, min_ttl, render};
-use super::{AppState, parse_json};
+use super::{AppState, Path, parse_json};
 use crate::config::Scope;
 use crate::credential::unix_now_ms;
 use crate::keeper::{Failure, KeeperError, PushError, valid_appid};
@@ -35,11 +35,9 @@ const MAX_REDIRECT_URI: usize = 1024;
 /// larger one is seen (and refused as oversized) rather than cut.
 pub const CALLBACK_BODY_LIMIT: usize = MAX_MESSAGE_BYTES + 1;
 
-/// One query parameter, percent-decoded.
-fn param(query: &str, name: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+/// One query parameter, percent-decoded; given twice, it is refused.
+fn param(query: &str, name: &str) -> Result<Option<String>, ApiError> {
+    Ok(super::query_param(Some(query), name)?.map(|v| v.into_owned()))
 }
 
 /// `POST /v1/apps/{component}/callback?timestamp&nonce&encrypt_type=aes&msg_signature`
@@ -53,23 +51,21 @@ pub async fn callback(
 ) -> Result<Response, ApiError> {
     let query = query.unwrap_or_default();
     let required = |name: &'static str| {
-        param(&query, name)
+        param(&query, name)?
             .filter(|v| !v.is_empty())
             .ok_or_else(|| ApiError::BadRequest(format!("query parameter `{name}` is required")))
     };
     let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        super::body_rejection(rejection, || {
             ApiError::BadRequest(format!(
                 "the push is larger than {MAX_MESSAGE_BYTES} bytes; WeChat's never are"
             ))
-        } else {
-            ApiError::BadRequest(format!("could not read the body: {rejection}"))
-        }
+        })
     })?;
     let msg_signature = required("msg_signature")?;
     let timestamp = required("timestamp")?;
     let nonce = required("nonce")?;
-    match param(&query, "encrypt_type").as_deref() {
+    match param(&query, "encrypt_type")?.as_deref() {
         Some("aes") => {}
         other => {
             return Err(ApiError::BadRequest(format!(
@@ -203,7 +199,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     caller.authorize(&state, &app, Scope::Read)?;
     let query = query.unwrap_or_default();
-    let limit = match param(&query, "limit") {
+    let limit = match param(&query, "limit")? {
         None => DEFAULT_PAGE,
         Some(raw) => match raw.parse::<usize>() {
             Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
@@ -214,7 +210,7 @@ pub async fn list(
             }
         },
     };
-    let cursor = match param(&query, "cursor").filter(|c| !c.is_empty()) {
+    let cursor = match param(&query, "cursor")?.filter(|c| !c.is_empty()) {
         Some(c) if !valid_appid(&c) => {
             return Err(ApiError::BadRequest(
                 "cursor must be the next_cursor of the previous page (an appid)".into(),

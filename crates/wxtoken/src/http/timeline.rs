@@ -2,12 +2,12 @@
 //! (access token and tickets), for the dashboard. Never a value.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use serde::Serialize;
 
-use super::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
+use super::{AppState, Path};
 use crate::config::Scope;
 use crate::keeper::history::Event;
 
@@ -19,11 +19,7 @@ pub struct Timeline {
 /// `since` (unix seconds) from a raw query string, in unix milliseconds; absent means
 /// the whole day kept.
 pub fn since_ms(query: Option<&str>) -> Result<u64, ApiError> {
-    let Some(raw) = query
-        .unwrap_or_default()
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("since="))
-    else {
+    let Some(raw) = super::query_param(query, "since")? else {
         return Ok(0);
     };
     raw.parse::<u64>()
@@ -31,7 +27,8 @@ pub fn since_ms(query: Option<&str>) -> Result<u64, ApiError> {
         .and_then(|secs| secs.checked_mul(1000))
         .ok_or_else(|| {
             ApiError::BadRequest(format!(
-                "since must be a unix time in whole seconds, got `{raw}`"
+                "since must be a unix time in whole seconds, got `{}`",
+                super::error::echo(&raw)
             ))
         })
 }
@@ -69,6 +66,7 @@ mod tests {
             "since=1.5",
             "since=abc",
             "since=99999999999999999999",
+            "since=1&since=2",
         ] {
             assert!(since_ms(Some(bad)).is_err(), "{bad}");
         }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::Response;
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::{Caller, authenticate, permit};
 use super::error::ApiError;
-use super::{AppState, parse_json};
+use super::{AppState, Path, parse_json};
 use crate::config::Scope;
 use crate::credential::{Token, unix_now_ms};
 use crate::keeper::{Keeper, TokenReader};
@@ -224,18 +224,15 @@ fn app_of(path: &str) -> &str {
 }
 
 /// `min_ttl` from a raw query string (whole seconds, at most 7200); other parameters are
-/// ignored.
+/// ignored, and `min_ttl` given twice is refused.
 pub fn min_ttl(query: Option<&str>) -> Result<Option<Duration>, ApiError> {
-    let Some(raw) = query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|pair| pair.strip_prefix("min_ttl="))
-    else {
+    let Some(raw) = super::query_param(query, "min_ttl")? else {
         return Ok(None);
     };
     let secs: u64 = raw.parse().map_err(|_| {
         ApiError::BadRequest(format!(
-            "min_ttl must be a whole number of seconds, got `{raw}`"
+            "min_ttl must be a whole number of seconds, got `{}`",
+            super::error::echo(&raw)
         ))
     })?;
     if secs > MAX_MIN_TTL_SECS {
@@ -272,10 +269,22 @@ pub async fn access_token(
     if let Some(body) = served {
         return Ok(json_no_store(body));
     }
-    // The slow path waits for a refresh: hold the entry, not the map's guard.
+    // The slow path waits for a refresh: hold the entry, not the map's guard. It is
+    // boxed so that its state is allocated only when it runs: inline, it made every
+    // request's future too big for the allocator's fast path.
     let entry = entry.clone();
     drop(apps);
-    let token = state.keeper.access_token(app, min_ttl).await?;
+    Box::pin(wait_for_token(state, entry, app.to_owned(), min_ttl)).await
+}
+
+/// The access token of `app` once the keeper has one with `min_ttl` left.
+async fn wait_for_token(
+    state: AppState,
+    entry: Arc<Entry>,
+    app: String,
+    min_ttl: Option<Duration>,
+) -> Result<Response, ApiError> {
+    let token = state.keeper.access_token(&app, min_ttl).await?;
     let second = unix_now_ms() / 1000;
     Ok(json_no_store(entry.body(&token, second, Shape::V1)))
 }
@@ -327,6 +336,8 @@ mod tests {
         );
         assert!(min_ttl(Some("min_ttl=abc")).is_err());
         assert!(min_ttl(Some("min_ttl=7201")).is_err());
+        assert!(min_ttl(Some("min_ttl=1&min_ttl=abc")).is_err());
+        assert!(min_ttl(Some("min_ttl=1&min_ttl=1")).is_err());
     }
 
     #[test]

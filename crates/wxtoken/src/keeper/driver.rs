@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use super::platform::AuthorizerLink;
 use super::schedule::{self, Policy};
-use super::slot::{Demand, ErrorRecord, Slot};
+use super::slot::{Demand, ErrorRecord, RealEnd, Slot};
 use super::{Ctx, Failure, KeeperError, quota, shared};
 use crate::config::{AppKind, TokenMode};
 use crate::credential::{
@@ -127,6 +127,7 @@ async fn run(slot: Arc<Slot>, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>
         if *shutdown.borrow() {
             return Exit::Stopped;
         }
+        end_if_over(&slot);
         let demand = slot.take_demand(served);
         if demand.is_none() {
             let due = next_due(&slot, &ctx);
@@ -183,8 +184,58 @@ async fn run(slot: Arc<Slot>, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>
     }
 }
 
+/// The wall and monotonic clocks may drift apart this much over a value's life before a
+/// value is taken for over by the monotonic clock alone.
+const CLOCK_TOLERANCE_MS: u64 = 2_000;
+
+/// A value whose servable life is over by the monotonic clock is no longer served, even
+/// if the wall clock (set back since it was installed) says it still lives: it is
+/// re-dated, in memory only, to end now. Expiry is judged on the wall clock (absolute, so
+/// that it survives restarts and means the same on every instance); this bounds what a
+/// wall clock set back can do to the time until the driver next looks.
+fn end_if_over(slot: &Slot) {
+    let noted = {
+        let mut health = slot.health();
+        match health.real_end {
+            Some(end) if end.at <= Instant::now() => health.real_end.take(),
+            _ => None,
+        }
+    };
+    let Some(end) = noted else {
+        return;
+    };
+    let now_ms = unix_now_ms();
+    let ended = slot.swap_in(|held| {
+        let held = held?;
+        let same = held.generation == end.generation && held.expires_at_ms == end.expires_at_ms;
+        // Without a clock step, the wall clock says the same (the margin is left).
+        let stepped_back = held.remaining_ms(now_ms) > end.margin_ms + CLOCK_TOLERANCE_MS;
+        (same && stepped_back).then(|| Token {
+            expires_at_ms: now_ms,
+            ..held.clone()
+        })
+    });
+    if let Some(token) = ended {
+        warn!(
+            app = %slot.key.app,
+            kind = slot.key.kind.as_str(),
+            generation = token.generation,
+            "the value's life is over but the wall clock says it lives (was the clock set back?); no longer serving it"
+        );
+    }
+}
+
 /// When the driver must next act without being asked.
 fn next_due(slot: &Slot, ctx: &Ctx) -> Instant {
+    let due = next_due_unbounded(slot, ctx);
+    // Wake when the held value's life is over, whatever the wall clock says.
+    match slot.health().real_end {
+        Some(end) => due.min(end.at),
+        None => due,
+    }
+}
+
+fn next_due_unbounded(slot: &Slot, ctx: &Ctx) -> Instant {
     let now = Instant::now();
     let health = slot.health();
     if let Some(until) = health.backoff_until.filter(|until| *until > now) {
@@ -668,27 +719,37 @@ async fn force_allowed(slot: &Slot, ctx: &Ctx) -> Result<(), String> {
 
 /// One value from WeChat. An answer with `expires_in: 0` is a value in its last second
 /// (WeCom hands its token back until it dies): ask again shortly, a few times, since the
-/// next answer after its death is a new value.
+/// next answer after its death is a new value. A dying value comes back the same until
+/// it dies; a different value with `expires_in: 0` again is a broken answer (each such
+/// call may cost quota and kill the value before), and ends the round at once.
 async fn call(
     slot: &Slot,
     ctx: &Ctx,
     request: FetchRequest<'_>,
 ) -> Result<(Fetched, u64), Arc<Failure>> {
     let mut tries = 0;
+    let mut dying: Option<String> = None;
     loop {
         let (fetched, started_ms) = call_once(slot, ctx, request).await?;
         if fetched.expires_in > 0 {
             return Ok((fetched, started_ms));
         }
         tries += 1;
-        if tries >= DYING_RETRIES {
+        let broken = dying.as_deref().is_some_and(|d| d != fetched.value);
+        if tries >= DYING_RETRIES || broken {
+            let message = if broken {
+                format!("WeChat answered {tries} different values with expires_in 0")
+            } else {
+                format!("WeChat answered {tries} times with a value that has expired")
+            };
             return Err(Arc::new(Failure::Upstream(UpstreamError {
                 class: ErrorClass::Transient,
                 errcode: None,
-                message: format!("WeChat answered {tries} times with a value that has expired"),
+                message,
                 rid: None,
             })));
         }
+        dying = Some(fetched.value);
         info!(app = %slot.key.app, kind = slot.key.kind.as_str(), "WeChat answered with a value in its last second; asking again");
         tokio::time::sleep(DYING_RETRY).await;
     }
@@ -748,10 +809,13 @@ pub(super) fn count_upstream(ctx: &Ctx, app: &str, api: &'static str, day: Strin
     metrics::counter!("wxtoken_upstream_calls_total", "app" => app.to_owned(), "api" => api)
         .increment(1);
     let store = ctx.store.clone();
+    let pending = ctx.persist.clone();
     let app = app.to_owned();
     tokio::spawn(async move {
-        if let Err(e) = store.add_usage(day, app.clone(), api, 1).await {
-            warn!(app = %app, error = %e, "could not persist the upstream call counter");
+        if let Err(e) = store.add_usage(day.clone(), app.clone(), api, 1).await {
+            warn!(app = %app, error = %e, "could not persist the upstream call counter; keeping it to write later");
+            pending.refused(&e);
+            pending.add_usage(day, app, api, 1);
         }
     });
 }
@@ -812,6 +876,7 @@ pub(super) async fn install(
         health.backoff_until = None;
         health.backoff_class = None;
         health.refresh_at = Some(Instant::now() + delay);
+        health.real_end = Some(RealEnd::of(&token, unix_now_ms(), repeat_until_death));
     }
     slot.outcome.send_modify(|o| o.installs += 1);
     ctx.alerts.resolve_credential(&slot.key.to_string());
@@ -860,6 +925,18 @@ pub(super) async fn install(
                 }
             }),
     };
+    let fenced = ctx.store.coordination().is_some();
+    match &saved {
+        Ok(_) => slot
+            .unsaved
+            .store(false, std::sync::atomic::Ordering::SeqCst),
+        Err(e) if !fenced => {
+            slot.unsaved
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            ctx.persist.refused(e);
+        }
+        Err(_) => {}
+    }
     match saved {
         Ok(Saved::Written) => {}
         // Another instance stored a newer value: the stored generation wins everywhere,
@@ -880,7 +957,7 @@ pub(super) async fn install(
             }
         }
         Err(e) => {
-            warn!(app = %slot.key.app, kind, error = %e, "could not persist; serving from memory")
+            warn!(app = %slot.key.app, kind, error = %e, "could not persist; serving from memory and writing it once the store takes writes")
         }
     }
     token
@@ -927,6 +1004,11 @@ fn take_stored(slot: &Slot, ctx: &Ctx, stored: Token, over: bool) -> bool {
     {
         let mut health = slot.health();
         health.refresh_at = Some(Instant::now() + delay);
+        health.real_end = slot
+            .current
+            .load()
+            .as_deref()
+            .map(|held| RealEnd::of(held, now_ms, false));
         // Someone got a value: our own backoff no longer guards anything.
         health.backoff_until = None;
         health.backoff_class = None;

@@ -8,7 +8,10 @@
 mod budget;
 mod driver;
 mod expiry;
+#[cfg(test)]
+mod fault_tests;
 pub mod history;
+mod persist;
 mod platform;
 mod quota;
 pub mod schedule;
@@ -34,6 +37,7 @@ use crate::credential::{
 use crate::store::{DEAD_VALUE_GRACE_MS, Pruned, Store, StoreError, USAGE_KEEP_DAYS};
 use crate::wechat::{API_NAMES, ErrorClass, TokenApi, UpstreamError};
 use budget::TicketBudget;
+pub use persist::{STORE_WRITES_INCIDENT, WriteFailure};
 pub use platform::{
     AuthorizerCounts, AuthorizerPage, AuthorizerView, ComponentStatus, ImportReport, PushError,
     Pushed, valid_appid,
@@ -216,6 +220,8 @@ pub(crate) struct Ctx {
     pub history: history::History,
     /// Incidents for the operators' webhooks; raising one never waits.
     pub alerts: crate::alerts::Alerts,
+    /// Writes the store refused, to be written again once it takes them.
+    pub persist: Arc<persist::Pending>,
 }
 
 impl Ctx {
@@ -306,7 +312,11 @@ async fn build_app(
         let slot = Arc::new(Slot::new(key, settings.clone(), parent, None, health));
         if let Some(token) = token {
             let delay = schedule::refresh_delay(&token, slot.policy(), &ctx.settings(), now_ms);
-            slot.health().refresh_at = Some(Instant::now() + delay);
+            {
+                let mut health = slot.health();
+                health.refresh_at = Some(Instant::now() + delay);
+                health.real_end = Some(slot::RealEnd::of(&token, now_ms, false));
+            }
             info!(
                 app = %app.id,
                 kind = kind.as_str(),
@@ -387,6 +397,7 @@ impl Keeper {
             store_health: shared::StoreHealth::default(),
             quota: quota::QuotaBook::default(),
             history: history::History::default(),
+            persist: Arc::default(),
         });
 
         let mut built = Apps::default();
@@ -419,6 +430,10 @@ impl Keeper {
             keeper.inner.shutdown.subscribe(),
         ));
         keeper.spawn_task(expiry::watch(
+            Arc::downgrade(&keeper.inner),
+            keeper.inner.shutdown.subscribe(),
+        ));
+        keeper.spawn_task(persist::retry(
             Arc::downgrade(&keeper.inner),
             keeper.inner.shutdown.subscribe(),
         ));

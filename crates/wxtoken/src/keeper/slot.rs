@@ -87,6 +87,38 @@ pub(crate) struct Health {
     pub day: String,
     /// Upstream calls today by API name; force refreshes count against the budget.
     pub calls: BTreeMap<&'static str, u64>,
+    /// When the held value stops being servable by the monotonic clock, noted when it
+    /// was installed or adopted, with its generation and wall-clock expiry: a wall clock
+    /// set back since must not keep a dead value served (see `driver::end_if_over`).
+    pub real_end: Option<RealEnd>,
+}
+
+/// See [`Health::real_end`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RealEnd {
+    pub at: Instant,
+    pub generation: u64,
+    pub expires_at_ms: u64,
+    /// What the wall clock should say is left at `at`: the serve margin.
+    pub margin_ms: u64,
+}
+
+impl RealEnd {
+    /// The end of `token`'s servable life, from what is left of it at `now_ms`.
+    pub fn of(token: &Token, now_ms: u64, to_death: bool) -> Self {
+        let margin = if to_death {
+            Duration::ZERO
+        } else {
+            super::schedule::serve_margin(token)
+        };
+        let left = Duration::from_millis(token.remaining_ms(now_ms)).saturating_sub(margin);
+        Self {
+            at: Instant::now() + left,
+            generation: token.generation,
+            expires_at_ms: token.expires_at_ms,
+            margin_ms: margin.as_millis() as u64,
+        }
+    }
 }
 
 impl Health {
@@ -137,6 +169,9 @@ pub(crate) struct Slot {
     /// This instance holds the credential's lease in the shared store and is
     /// refreshing under it: its writes are fenced by the lease.
     pub leased: AtomicBool,
+    /// The store refused to write `current` (and no lease fences it): written again
+    /// by `persist` once the store takes writes.
+    pub unsaved: AtomicBool,
     /// The value `current` replaced, kept while WeChat may still accept it (the
     /// overlap after a renewal), so the gateway recognises a token an SDK still holds.
     pub previous: ArcSwapOption<Token>,
@@ -177,6 +212,7 @@ impl Slot {
             to_death: AtomicBool::new(false),
             last_asked_ms: AtomicU64::new(0),
             leased: AtomicBool::new(false),
+            unsaved: AtomicBool::new(false),
             demand: Mutex::new(Demand::default()),
             wake: Notify::new(),
             outcome: watch::Sender::new(Outcome::default()),

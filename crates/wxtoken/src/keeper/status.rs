@@ -65,6 +65,9 @@ pub struct TokenStatus {
     pub expires_at: u64,
     pub fetched_at: u64,
     pub generation: u64,
+    /// Whether the value is written to the store (false while the store refuses
+    /// writes: it is held in memory and written once the store takes writes).
+    pub persisted: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -121,6 +124,7 @@ fn part(slot: &Slot, none: &'static str) -> Part {
             expires_at: t.expires_at_ms / 1000,
             fetched_at: t.fetched_at_ms / 1000,
             generation: t.generation,
+            persisted: !slot.unsaved.load(std::sync::atomic::Ordering::SeqCst),
         }),
         next_refresh_in: next.map(|at| at.saturating_duration_since(now).as_secs()),
         consecutive_failures: health.consecutive_failures,

@@ -130,6 +130,18 @@ impl SqliteStore {
         })
     }
 
+    /// Makes the connection refuse every write (`PRAGMA query_only`) with the error a
+    /// read-only database file gives (SQLITE_READONLY), or (`false`) take writes again.
+    /// For fault drills and tests: root ignores file permissions, so a chmod cannot make
+    /// the file read-only there.
+    pub async fn set_read_only(&self, on: bool) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            conn.pragma_update(None, "query_only", on)?;
+            Ok(())
+        })
+        .await
+    }
+
     fn run<T, F>(&self, f: F) -> BoxFuture<'static, Result<T, StoreError>>
     where
         T: Send + 'static,
@@ -524,6 +536,115 @@ mod tests {
             lifetime_secs: 7200,
             generation,
         }
+    }
+
+    #[tokio::test]
+    async fn fault_read_only_refuses_writes_with_a_clear_error_and_loses_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("t.db")).expect("open");
+        let key = CredentialKey::access_token("shop");
+        store
+            .save(key.clone(), token("first", 1))
+            .await
+            .expect("save");
+        store.set_read_only(true).await.expect("read-only");
+        let refused = store
+            .save(key.clone(), token("second", 2))
+            .await
+            .expect_err("read-only");
+        assert!(
+            refused.to_string().contains("readonly database"),
+            "{refused}"
+        );
+        let refused = store
+            .add_usage("2026-01-01".into(), "shop".into(), "token", 1)
+            .await
+            .expect_err("read-only");
+        assert!(refused.to_string().contains("readonly"), "{refused}");
+        // Reads go on.
+        let held = store.load(key.clone()).await.expect("load").expect("row");
+        assert_eq!((held.value.as_str(), held.generation), ("first", 1));
+        store.set_read_only(false).await.expect("writable");
+        assert!(
+            store
+                .save(key.clone(), token("second", 2))
+                .await
+                .expect("save")
+        );
+        assert_eq!(
+            store
+                .load(key)
+                .await
+                .expect("load")
+                .expect("row")
+                .generation,
+            2
+        );
+    }
+
+    /// A full disk, as SQLite sees it (`SQLITE_FULL`): the database may not grow past
+    /// `max_page_count`. A real ENOSPC needs a small filesystem, which a test cannot
+    /// mount; SQLite answers both with the same error.
+    #[tokio::test]
+    async fn fault_disk_full_refuses_new_rows_with_a_clear_error_and_loses_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("t.db")).expect("open");
+        let key = CredentialKey::access_token("shop");
+        store
+            .save(key.clone(), token("first", 1))
+            .await
+            .expect("save");
+        let pages = store
+            .run(|conn| {
+                let pages: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+                conn.pragma_update(None, "max_page_count", pages)?;
+                Ok(pages)
+            })
+            .await
+            .expect("limit");
+        // Usage rows of many days fill the last page; the next one needs a page more.
+        let mut full = None;
+        for day in 0..10_000 {
+            let day = format!("day-{day:05}");
+            if let Err(e) = store.add_usage(day, "shop".into(), "token", 1).await {
+                full = Some(e);
+                break;
+            }
+        }
+        let full = full.expect("the database filled up");
+        assert!(
+            full.to_string().contains("database or disk is full"),
+            "{full}"
+        );
+        let held = store.load(key.clone()).await.expect("load").expect("row");
+        assert_eq!(held.generation, 1, "what was written stays readable");
+        // Room again (an operator freed space): writes go on, nothing was lost.
+        store
+            .run(move |conn| {
+                conn.pragma_update(None, "max_page_count", pages * 100)?;
+                Ok(())
+            })
+            .await
+            .expect("room");
+        store
+            .add_usage("day-x".into(), "shop".into(), "token", 1)
+            .await
+            .expect("a new row fits again");
+        assert!(
+            store
+                .save(key.clone(), token("second", 2))
+                .await
+                .expect("save")
+        );
+        assert_eq!(
+            store
+                .load(key)
+                .await
+                .expect("load")
+                .expect("row")
+                .generation,
+            2
+        );
     }
 
     #[tokio::test]

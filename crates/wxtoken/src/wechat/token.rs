@@ -223,8 +223,16 @@ fn network_error(err: reqwest::Error) -> UpstreamError {
 }
 
 fn parse_body(body: &[u8], classify: fn(i64) -> ErrorClass) -> Result<Fetched, UpstreamError> {
-    let parsed: TokenBody = serde_json::from_slice(body)
-        .map_err(|e| UpstreamError::transient(format!("WeChat's answer was not JSON: {e}")))?;
+    let parsed: TokenBody = serde_json::from_slice(body).map_err(|e| {
+        // JSON with a field of the wrong type (`"expires_in": -5` or `"7200"`) is not
+        // the same trouble as an HTML page or a cut-off answer: say which it is.
+        let what = if e.is_data() {
+            "was JSON with a field of the wrong type"
+        } else {
+            "was not JSON"
+        };
+        UpstreamError::transient(format!("WeChat's answer {what}: {e}"))
+    })?;
     match parsed {
         TokenBody {
             errcode: Some(code),
@@ -500,6 +508,10 @@ mod tests {
             &br#"{"access_token":"AT","expires_in":86401}"#[..],
             br#"{"access_token":"AT","expires_in":18446744073709551615}"#,
             br#"{"access_token":"AT","expires_in":-5}"#,
+            br#"{"access_token":"AT","expires_in":"7200"}"#,
+            br#"{"access_token":"AT","expires_in":7200.5}"#,
+            br#"{"access_token":"AT","expires_in":null}"#,
+            br#"{"access_token":"AT"}"#,
             br#"{"access_token":"","expires_in":7200}"#,
         ] {
             let err = parse_body(broken, token).expect_err("out of range");

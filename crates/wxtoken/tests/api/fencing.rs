@@ -111,6 +111,19 @@ async fn a_refresher_paused_past_its_lease_adopts_instead_of_storing() {
             "{name} serves a token WeChat accepts"
         );
     }
+    let mut conn = redis.connection().await;
+    let stored: Option<String> = redis::cmd("HGET")
+        .arg("wxtoken:{shop}:access_token")
+        .arg("value")
+        .query_async(&mut conn)
+        .await
+        .expect("hget");
+    assert_eq!(
+        stored.as_deref(),
+        Some(third.as_str()),
+        "A's late write was fenced off: the store keeps B's newer token"
+    );
+    assert_eq!(calls(), 3, "A, having lost the lease, fetched nothing more");
     let logs = a.logs.lock().expect("logs").join("\n");
     assert!(
         logs.contains("lost the refresh lease while fetching"),

@@ -467,6 +467,9 @@ async fn with_redis_down_a_stable_mode_instance_refreshes_alone() {
     let now = fleet.token_within(0, Duration::from_secs(5)).await;
     assert_ne!(now, first, "the token was renewed while Redis was down");
     assert_eq!(fleet.emulator.emulator.check_token(&now), TokenCheck::Valid);
+    // The first fetch and the renewal alone (one more if its next window came too).
+    let calls = fleet.calls();
+    assert!((2..=3).contains(&calls), "{calls} upstream calls");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -495,6 +498,8 @@ async fn with_redis_down_classic_mode_refreshes_alone_when_configured_to() {
     let now = fleet.token_within(0, Duration::from_secs(5)).await;
     assert_ne!(now, first);
     assert_eq!(fleet.emulator.emulator.check_token(&now), TokenCheck::Valid);
+    let calls = fleet.calls();
+    assert!((2..=3).contains(&calls), "{calls} upstream calls");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

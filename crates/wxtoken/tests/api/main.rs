@@ -2,6 +2,7 @@
 //! emulator standing in for WeChat. Assertions count upstream calls at the emulator.
 
 mod access_log;
+mod access_matrix;
 mod admin;
 mod alerts;
 mod bad_input;
@@ -9,11 +10,15 @@ mod cli;
 mod cluster;
 mod demo;
 mod facade;
+mod faults;
 mod fencing;
 mod fleet;
 mod fleet_limits;
 mod gateway;
 mod helpers;
+mod hostile;
+mod hostile_props;
+mod hygiene;
 mod invalidate;
 mod platform;
 mod platform_flow;

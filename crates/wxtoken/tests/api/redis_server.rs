@@ -8,13 +8,16 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-/// A `redis-server` of the test's own, with no persistence, killed on drop.
+/// A `redis-server` of the test's own, with no persistence (or an AOF), killed on drop.
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
     /// With TLS: the CA (PEM) that signed its certificate.
     tls_ca: Option<String>,
+    /// Keeps an append-only file (fsync on every write) in its directory, which a
+    /// restart loads.
+    aof: bool,
 }
 
 /// A CA and a certificate for 127.0.0.1 signed by it, as PEM: (ca, cert, key).
@@ -45,6 +48,22 @@ impl RedisServer {
             port: free_port().await,
             dir,
             tls_ca: None,
+            aof: false,
+        };
+        server.restart().await;
+        server
+    }
+
+    /// A server that writes every change to an append-only file (fsync always), so
+    /// that a restart after a SIGKILL comes back with everything it had.
+    pub async fn start_with_aof() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut server = Self {
+            child: None,
+            port: free_port().await,
+            dir,
+            tls_ca: None,
+            aof: true,
         };
         server.restart().await;
         server
@@ -62,6 +81,7 @@ impl RedisServer {
             port: free_port().await,
             dir,
             tls_ca: Some(ca),
+            aof: false,
         };
         server.restart().await;
         server
@@ -120,8 +140,13 @@ impl RedisServer {
         } else {
             command.args(["--port", &port]);
         }
+        if self.aof {
+            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            command.args(["--appendonly", "no"]);
+        }
         let child = command
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())

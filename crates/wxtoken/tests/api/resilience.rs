@@ -69,6 +69,14 @@ async fn with_30_percent_upstream_failures_clients_keep_getting_valid_tokens() {
         "tokens were renewed: {}",
         stats.tokens_issued
     );
+    // ~10 s of 6 s tokens: a renewal every 3-3.6 s, a third of the calls failing and
+    // retried (6 calls in a typical run). A retry loop would show as hundreds.
+    println!("{} upstream calls: {stats:?}", stats.upstream_token_calls());
+    assert!(
+        stats.upstream_token_calls() <= 12,
+        "{} upstream calls",
+        stats.upstream_token_calls()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
