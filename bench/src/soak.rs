@@ -14,7 +14,8 @@
 //!   signed here and posted to instance 2), every 8 s an admin change (a runtime app put
 //!   or deleted, a client added or revoked) checked on the other instance 1.5 s later;
 //! - faults: the emulator fails 30% of token and ticket calls (busy, HTTP 500,
-//!   timeouts) from 20% to 30% and from 60% to 70% of the run; at 45% Redis is killed
+//!   timeouts, and broken answers: a reset connection, HTML, JSON cut off, 1 MiB of
+//!   JSON) from 20% to 30% and from 60% to 70% of the run; at 45% Redis is killed
 //!   (SIGKILL), left down 5 s, and started again from its append-only file;
 //! - every 30 s the RSS of each instance (`VmRSS` in /proc/PID/status).
 //!

@@ -90,7 +90,11 @@ fn emulator_args(ports: &Ports) -> Vec<String> {
             ("--overlap", WINDOW.to_string()),
             ("--force-refresh-interval-secs", "30".to_owned()),
             ("--force-refresh-daily", "100".to_owned()),
-            ("--fail-kinds", "busy,http500,timeout".to_owned()),
+            // WeChat's own failures and broken answers on the way.
+            (
+                "--fail-kinds",
+                "busy,http500,timeout,reset,garbage,truncated,huge".to_owned(),
+            ),
             // An injected timeout outlasts wxtoken's request timeout (2 s).
             ("--hang-ms", "3000".to_owned()),
         ]
