@@ -12,6 +12,7 @@ pub mod config;
 pub mod credential;
 pub mod demo;
 pub mod gateway;
+pub mod header_timer;
 pub mod http;
 pub mod jssdk;
 pub mod keeper;
