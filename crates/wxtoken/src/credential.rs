@@ -204,6 +204,29 @@ impl fmt::Debug for Redacted<'_> {
     }
 }
 
+/// Names a secret in logs without showing any of it: the first 8 hex digits of its
+/// SHA-256. For values whose prefix is the same for all (WeChat's refresh tokens all
+/// start `refreshtoken@@@`), where [`Redacted`] would tell none apart.
+pub struct Fingerprint<'a>(pub &'a str);
+
+impl fmt::Display for Fingerprint<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.0.as_bytes());
+        write!(
+            f,
+            "sha256:{:02x}{:02x}{:02x}{:02x}",
+            digest[0], digest[1], digest[2], digest[3]
+        )
+    }
+}
+
+impl fmt::Debug for Fingerprint<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 /// Wall-clock unix milliseconds. Expiry is absolute so it survives restarts.
 pub fn unix_now_ms() -> u64 {
     #[cfg(test)]
@@ -300,6 +323,15 @@ mod tests {
             assert_eq!(CredentialKind::parse(kind.as_str()), Some(kind));
         }
         assert_eq!(CredentialKind::parse("ticket_other"), None);
+    }
+
+    #[test]
+    fn a_fingerprint_shows_none_of_the_value_and_tells_values_apart() {
+        let a = Fingerprint("refreshtoken@@@abcdef").to_string();
+        let b = Fingerprint("refreshtoken@@@abcdeg").to_string();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), "sha256:".len() + 8);
+        assert!(!a.contains("refresh"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use super::platform::AuthorizerLink;
 use super::schedule::{self, Policy};
 use super::slot::{Demand, ErrorRecord, RealEnd, Slot};
-use super::{Ctx, Failure, KeeperError, quota, shared};
+use super::{Ctx, Failure, KeeperError, quota, recovery, shared};
 use crate::config::{AppKind, TokenMode};
 use crate::credential::{
     CredentialKind, TicketType, Token, next_wechat_midnight_ms, unix_now_ms, wechat_day,
@@ -550,6 +550,7 @@ async fn refresh_authorizer(
         .map_err(from_parent)?;
     let mut retried_token = false;
     let mut retried_record = false;
+    let mut retried_list = false;
     let fetched = loop {
         let refresh_token = link.record().refresh_token.clone();
         let request = FetchRequest::AuthorizerToken {
@@ -582,6 +583,14 @@ async fn refresh_authorizer(
                     // Another instance rotated the refresh token meanwhile: use its.
                     retried_record = true;
                     continue;
+                }
+                if errcode == Some(61023) && !retried_list {
+                    // WeChat may have rotated it in a call whose answer was lost: its
+                    // authorizer list holds the current one.
+                    retried_list = true;
+                    if recovery::recover(slot, ctx, link, &refresh_token).await {
+                        continue;
+                    }
                 }
                 let state = match errcode {
                     Some(61023) => AuthorizerState::NeedsReauthorization,

@@ -14,6 +14,7 @@ pub mod history;
 mod persist;
 mod platform;
 mod quota;
+mod recovery;
 pub mod schedule;
 mod shared;
 mod slot;

@@ -23,6 +23,7 @@ use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
+use super::recovery::Recovery;
 use super::slot::{Health, Slot};
 use super::{Ctx, Failure, Issued, Keeper, KeeperError, driver, schedule};
 use crate::config::{AUTHORIZER_TICKETS, AppSettings};
@@ -31,7 +32,7 @@ use crate::credential::{
 };
 use crate::store::{AuthorizerRecord, AuthorizerState, StoreError, VerifyTicket};
 use crate::wechat::crypto::{self, CryptoError, MsgCrypt};
-use crate::wechat::{Authorization, ComponentAnswer, ComponentCall, ErrorClass};
+use crate::wechat::{Authorization, ComponentAnswer, ComponentCall, ErrorClass, ListedAuthorizer};
 
 /// `api_get_authorizer_list` gives at most this many a page.
 const LIST_PAGE: u64 = 500;
@@ -272,6 +273,9 @@ pub(crate) struct AuthorizerLink {
     unsaved: std::sync::atomic::AtomicBool,
     pub parking: Arc<Parking>,
     index: Arc<TokenIndex>,
+    /// The component's recovery of refused refresh tokens from WeChat's list, shared
+    /// by all its authorizers.
+    pub recovery: Arc<Recovery>,
 }
 
 impl AuthorizerLink {
@@ -437,7 +441,7 @@ pub(crate) struct Authorizer {
 }
 
 impl Authorizer {
-    fn link(&self) -> &AuthorizerLink {
+    pub(crate) fn link(&self) -> &AuthorizerLink {
         self.token
             .authorizer
             .as_deref()
@@ -445,13 +449,18 @@ impl Authorizer {
     }
 }
 
+/// A component's authorizers by appid.
+pub(crate) type AuthorizerMap = RwLock<BTreeMap<String, Arc<Authorizer>>>;
+
 /// One component app: its token, message crypto and authorizers.
 pub(crate) struct Platform {
     pub token: Arc<Slot>,
     pub crypt: MsgCrypt,
     pub parking: Arc<Parking>,
     index: Arc<TokenIndex>,
-    authorizers: RwLock<BTreeMap<String, Arc<Authorizer>>>,
+    /// Shared (weakly) with `recovery`, which compares WeChat's list with it.
+    authorizers: Arc<AuthorizerMap>,
+    recovery: Arc<Recovery>,
     /// Authorization codes completed lately (by the callback or by a client), so that
     /// the other path does not spend the code again: code -> authorizer appid.
     recent_codes: Mutex<(HashMap<String, String>, HashMap<String, String>)>,
@@ -488,12 +497,14 @@ impl Platform {
             keys.encoding_aes_key.expose_secret(),
             &app.appid,
         )?;
+        let authorizers = Arc::new(RwLock::new(BTreeMap::new()));
         Ok(Self {
             token,
             crypt,
             parking,
             index: Arc::default(),
-            authorizers: RwLock::new(BTreeMap::new()),
+            recovery: Arc::new(Recovery::new(Arc::downgrade(&authorizers))),
+            authorizers,
             recent_codes: Mutex::new((HashMap::new(), HashMap::new())),
             inflight: Mutex::new(HashMap::new()),
             ticket_created_at: AtomicU64::new(0),
@@ -697,6 +708,7 @@ fn authorizer_slot(
         unsaved: std::sync::atomic::AtomicBool::new(false),
         parking: platform.parking.clone(),
         index: platform.index.clone(),
+        recovery: platform.recovery.clone(),
     });
     let slot = Arc::new_cyclic(|me| {
         Slot::new(
@@ -903,14 +915,6 @@ impl Keeper {
         Ok((platform, authorizer))
     }
 
-    /// The component's token, for a call made with it (never paced).
-    async fn component_token(&self, platform: &Platform) -> Result<Arc<Token>, KeeperError> {
-        platform
-            .token
-            .obtain(None, &self.inner.ctx.settings())
-            .await
-    }
-
     /// One component call, counted, retried once with a new component token if WeChat
     /// says the one used is dead.
     async fn component_call(
@@ -918,45 +922,7 @@ impl Keeper {
         platform: &Platform,
         want: Want<'_>,
     ) -> Result<ComponentAnswer, KeeperError> {
-        let ctx = &self.inner.ctx;
-        let component_appid = platform.token.app.appid.as_str();
-        let mut token = self.component_token(platform).await?;
-        let mut retried = false;
-        loop {
-            let component_token = token.value.as_str();
-            let call = match want {
-                Want::PreAuthCode => ComponentCall::PreAuthCode {
-                    component_token,
-                    component_appid,
-                },
-                Want::QueryAuth(authorization_code) => ComponentCall::QueryAuth {
-                    component_token,
-                    component_appid,
-                    authorization_code,
-                },
-                Want::AuthorizerList { offset } => ComponentCall::AuthorizerList {
-                    component_token,
-                    component_appid,
-                    offset,
-                    count: LIST_PAGE,
-                },
-            };
-            let api = call.api_name();
-            driver::count_upstream(ctx, &platform.token.key.app, api, wechat_day(unix_now_ms()));
-            let result = ctx.api.component(call).await;
-            match result {
-                Ok(answer) => return Ok(answer),
-                Err(e) if e.class == ErrorClass::Refresh && !retried => {
-                    retried = true;
-                    let dead = token.value.clone();
-                    token = platform.token.invalidate(&dead, &ctx.settings()).await?.0;
-                }
-                Err(e) => {
-                    warn!(component = %platform.token.key.app, api, errcode = e.errcode, "component call failed: {}", e.message);
-                    return Err(KeeperError::from_failure(Failure::Upstream(e)));
-                }
-            }
-        }
+        component_call(&self.inner.ctx, &platform.token, want).await
     }
 
     /// `POST .../authorizers/auth_url`: a fresh pre_auth_code and the authorization
@@ -1483,16 +1449,9 @@ impl Keeper {
         let platform = self.platform(app)?;
         let ctx = &self.inner.ctx;
         let mut report = ImportReport::default();
-        let mut offset = 0;
-        loop {
-            let answer = self
-                .component_call(&platform, Want::AuthorizerList { offset })
-                .await?;
-            let ComponentAnswer::AuthorizerList { total_count, list } = answer else {
-                return Err(unexpected("api_get_authorizer_list"));
-            };
-            report.pages += 1;
-            let got = list.len() as u64;
+        let mut pages = ListPages::default();
+        while let Some(list) = pages.next(ctx, &platform.token).await? {
+            report.pages = pages.pages;
             for listed in list {
                 report.listed += 1;
                 if !valid_appid(&listed.appid) {
@@ -1541,10 +1500,6 @@ impl Keeper {
                 let (authorizer, _) = self.upsert_authorizer(&platform, record, None);
                 authorizer.token.retry_now();
             }
-            offset += got;
-            if got == 0 || offset >= total_count {
-                break;
-            }
         }
         info!(component = %app, listed = report.listed, added = report.added, updated = report.updated, "imported authorizers from WeChat");
         Ok(report)
@@ -1554,6 +1509,88 @@ impl Keeper {
 /// The error for a store that could not be read while answering a caller.
 fn unreadable(e: StoreError) -> KeeperError {
     KeeperError::Unavailable(format!("could not read the store: {e}"))
+}
+
+/// One component call with the token of `component` (never paced), counted, retried
+/// once with a new component token if WeChat says the one used is dead.
+async fn component_call(
+    ctx: &Ctx,
+    component: &Slot,
+    want: Want<'_>,
+) -> Result<ComponentAnswer, KeeperError> {
+    let component_appid = component.app.appid.as_str();
+    let mut token = component.obtain(None, &ctx.settings()).await?;
+    let mut retried = false;
+    loop {
+        let component_token = token.value.as_str();
+        let call = match want {
+            Want::PreAuthCode => ComponentCall::PreAuthCode {
+                component_token,
+                component_appid,
+            },
+            Want::QueryAuth(authorization_code) => ComponentCall::QueryAuth {
+                component_token,
+                component_appid,
+                authorization_code,
+            },
+            Want::AuthorizerList { offset } => ComponentCall::AuthorizerList {
+                component_token,
+                component_appid,
+                offset,
+                count: LIST_PAGE,
+            },
+        };
+        let api = call.api_name();
+        driver::count_upstream(ctx, &component.key.app, api, wechat_day(unix_now_ms()));
+        let result = ctx.api.component(call).await;
+        match result {
+            Ok(answer) => return Ok(answer),
+            Err(e) if e.class == ErrorClass::Refresh && !retried => {
+                retried = true;
+                let dead = token.value.clone();
+                token = component.invalidate(&dead, &ctx.settings()).await?.0;
+            }
+            Err(e) => {
+                warn!(component = %component.key.app, api, errcode = e.errcode, "component call failed: {}", e.message);
+                return Err(KeeperError::from_failure(Failure::Upstream(e)));
+            }
+        }
+    }
+}
+
+/// Pages through a component's `api_get_authorizer_list`, [`LIST_PAGE`] at a time:
+/// the manual import and the recovery of a refused refresh token both read it so.
+#[derive(Debug, Default)]
+pub(crate) struct ListPages {
+    offset: u64,
+    done: bool,
+    /// Pages read so far.
+    pub pages: u64,
+}
+
+impl ListPages {
+    /// The next page, or `None` after the last.
+    pub async fn next(
+        &mut self,
+        ctx: &Ctx,
+        component: &Slot,
+    ) -> Result<Option<Vec<ListedAuthorizer>>, KeeperError> {
+        if self.done {
+            return Ok(None);
+        }
+        let want = Want::AuthorizerList {
+            offset: self.offset,
+        };
+        let answer = component_call(ctx, component, want).await?;
+        let ComponentAnswer::AuthorizerList { total_count, list } = answer else {
+            return Err(unexpected("api_get_authorizer_list"));
+        };
+        self.pages += 1;
+        let got = list.len() as u64;
+        self.offset += got;
+        self.done = got == 0 || self.offset >= total_count;
+        Ok(Some(list))
+    }
 }
 
 /// Which component call to make (the token is filled in per attempt).
@@ -1611,6 +1648,10 @@ mod tests {
         codes: HashMap<String, String>,
         calls: HashMap<&'static str, u64>,
         serial: u64,
+        /// `api_get_authorizer_list` answers after this long (paused clocks skip it).
+        list_delay: Duration,
+        /// `api_get_authorizer_list` answers -1 (system busy).
+        list_busy: bool,
     }
 
     fn lifetime(state: &FakeState) -> u64 {
@@ -1717,9 +1758,40 @@ mod tests {
                     }
                     None => Err(refused(61010, "code is expired")),
                 },
+                ComponentCall::AuthorizerList { offset, count, .. } => {
+                    if state.list_busy {
+                        Err(refused(-1, "system error"))
+                    } else {
+                        let mut all: Vec<_> = state.refresh.iter().collect();
+                        all.sort();
+                        let list = all
+                            .iter()
+                            .skip(offset as usize)
+                            .take(count as usize)
+                            .map(|(appid, token)| ListedAuthorizer {
+                                appid: (*appid).clone(),
+                                refresh_token: (*token).clone(),
+                                auth_time: 1_700_000_000,
+                            })
+                            .collect();
+                        Ok(ComponentAnswer::AuthorizerList {
+                            total_count: all.len() as u64,
+                            list,
+                        })
+                    }
+                }
                 other => panic!("unexpected call {other:?}"),
             };
-            Box::pin(async move { answer })
+            let delay = match call {
+                ComponentCall::AuthorizerList { .. } => state.list_delay,
+                _ => Duration::ZERO,
+            };
+            Box::pin(async move {
+                if delay > Duration::ZERO {
+                    tokio::time::sleep(delay).await;
+                }
+                answer
+            })
         }
     }
 
@@ -1962,11 +2034,12 @@ mod tests {
             .authorize("platform", &code)
             .await
             .expect("authorized");
+        // WeChat holds no refresh token for it (nor does its list).
         api.state
             .lock()
             .expect("fake")
             .refresh
-            .insert("wxmerchant0001".into(), "something else".into());
+            .remove("wxmerchant0001");
         let token = keeper
             .authorizer_token("platform", "wxmerchant0001", None)
             .await
@@ -2018,12 +2091,12 @@ mod tests {
                 .await
                 .expect("authorized");
         }
-        // WeChat no longer knows the first one's refresh token.
+        // WeChat no longer knows the first one's refresh token (nor lists one).
         api.state
             .lock()
             .expect("fake")
             .refresh
-            .insert("wxmerchant0001".into(), "something else".into());
+            .remove("wxmerchant0001");
         let token = keeper
             .authorizer_token("platform", "wxmerchant0001", None)
             .await
@@ -2071,6 +2144,175 @@ mod tests {
             ),
             (2, 0, 1, 1)
         );
+        keeper.shutdown(Duration::from_secs(1)).await;
+    }
+
+    /// Authorizes `appids` and returns each one's current token.
+    async fn onboard(api: &FakeApi, keeper: &Keeper, appids: &[&str]) -> Vec<Arc<Token>> {
+        let mut tokens = Vec::new();
+        for appid in appids {
+            let code = api.authorize(appid);
+            keeper
+                .authorize("platform", &code)
+                .await
+                .expect("authorized");
+            let token = keeper
+                .authorizer_token("platform", appid, None)
+                .await
+                .expect("token");
+            tokens.push(token);
+        }
+        tokens
+    }
+
+    /// WeChat rotates `appid`'s refresh token in a call whose answer never arrived:
+    /// the one held here is refused from now on. Returns the one WeChat now holds.
+    fn lose_rotation(api: &FakeApi, appid: &str) -> String {
+        let lost = format!("refresh-lost-{appid}");
+        api.state
+            .lock()
+            .expect("fake")
+            .refresh
+            .insert(appid.into(), lost.clone());
+        lost
+    }
+
+    async fn stored_record(store: &SqliteStore, appid: &str) -> AuthorizerRecord {
+        store
+            .load_authorizer("platform".into(), appid.into())
+            .await
+            .expect("store")
+            .expect("stored")
+    }
+
+    fn needs_reauthorization(result: Result<(Arc<Token>, bool), KeeperError>) -> bool {
+        matches!(&result, Err(KeeperError::Upstream { failure, .. }) if matches!(**failure, Failure::NeedsReauthorization(_)))
+    }
+
+    #[tokio::test]
+    async fn a_refused_refresh_token_is_recovered_from_the_authorizer_list() {
+        let (api, _dir, store, keeper) = ready_keeper().await;
+        let tokens = onboard(&api, &keeper, &["wxmerchant0001"]).await;
+        lose_rotation(&api, "wxmerchant0001");
+
+        let (fresh, refreshed) = keeper
+            .invalidate_authorizer("platform", "wxmerchant0001", &tokens[0].value)
+            .await
+            .expect("recovered and refreshed");
+        assert!(refreshed);
+        assert_ne!(fresh.value, tokens[0].value);
+        assert_eq!(api.calls("api_get_authorizer_list"), 1);
+        // The refused call, then the retry with the listed refresh token.
+        assert_eq!(api.calls("api_authorizer_token"), 2);
+        let record = stored_record(&store, "wxmerchant0001").await;
+        assert_eq!(record.state, AuthorizerState::Ok);
+        let valid = api.state.lock().expect("fake").refresh["wxmerchant0001"].clone();
+        assert_eq!(
+            record.refresh_token, valid,
+            "the retry's rotation is stored"
+        );
+        // The refreshed token is served, without another call; nobody is alerted.
+        let served = keeper
+            .authorizer_token("platform", "wxmerchant0001", None)
+            .await
+            .expect("token");
+        assert_eq!(served.value, fresh.value);
+        assert_eq!(api.calls("api_authorizer_token"), 2);
+        assert!(keeper.alerts().view().open.is_empty());
+        let counts = keeper.component_status("platform").expect("status");
+        assert_eq!(
+            (
+                counts.authorizers.ok,
+                counts.authorizers.needs_reauthorization
+            ),
+            (1, 0)
+        );
+        keeper.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn an_authorizer_the_list_does_not_hold_needs_reauthorization() {
+        let (api, _dir, store, keeper) = ready_keeper().await;
+        let tokens = onboard(&api, &keeper, &["wxmerchant0001", "wxmerchant0002"]).await;
+        api.state
+            .lock()
+            .expect("fake")
+            .refresh
+            .remove("wxmerchant0001");
+        let refused = keeper
+            .invalidate_authorizer("platform", "wxmerchant0001", &tokens[0].value)
+            .await;
+        assert!(needs_reauthorization(refused));
+        assert_eq!(api.calls("api_get_authorizer_list"), 1);
+        assert_eq!(api.calls("api_authorizer_token"), 1, "no retry");
+        let record = stored_record(&store, "wxmerchant0001").await;
+        assert_eq!(record.state, AuthorizerState::NeedsReauthorization);
+        // The other authorizer, listed with the token it holds, is left alone.
+        let other = stored_record(&store, "wxmerchant0002").await;
+        assert_eq!(other.state, AuthorizerState::Ok);
+        keeper.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn authorizers_refused_together_share_one_list_scan() {
+        let (api, _dir, store, keeper) = ready_keeper().await;
+        let appids = ["wxmerchant0001", "wxmerchant0002"];
+        let tokens = onboard(&api, &keeper, &appids).await;
+        for appid in appids {
+            lose_rotation(&api, appid);
+        }
+        // A scan long enough for the second refusal to arrive while it runs.
+        api.state.lock().expect("fake").list_delay = Duration::from_millis(300);
+        let (a, b) = tokio::join!(
+            keeper.invalidate_authorizer("platform", appids[0], &tokens[0].value),
+            keeper.invalidate_authorizer("platform", appids[1], &tokens[1].value),
+        );
+        a.expect("first recovered");
+        b.expect("second recovered");
+        assert_eq!(api.calls("api_get_authorizer_list"), 1, "one scan for both");
+        for appid in appids {
+            let record = stored_record(&store, appid).await;
+            assert_eq!(record.state, AuthorizerState::Ok);
+            let valid = api.state.lock().expect("fake").refresh[appid].clone();
+            assert_eq!(record.refresh_token, valid);
+        }
+        keeper.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn the_list_is_read_at_most_once_an_interval_and_a_failed_read_falls_back() {
+        let (api, _dir, store, keeper) = ready_keeper().await;
+        let appids = ["wxmerchant0001", "wxmerchant0002", "wxmerchant0003"];
+        let tokens = onboard(&api, &keeper, &appids).await;
+        lose_rotation(&api, appids[0]);
+        keeper
+            .invalidate_authorizer("platform", appids[0], &tokens[0].value)
+            .await
+            .expect("recovered");
+        assert_eq!(api.calls("api_get_authorizer_list"), 1);
+
+        // A second refusal within the interval reads no list: as before, the merchant
+        // must authorize again.
+        lose_rotation(&api, appids[1]);
+        let refused = keeper
+            .invalidate_authorizer("platform", appids[1], &tokens[1].value)
+            .await;
+        assert!(needs_reauthorization(refused));
+        assert_eq!(api.calls("api_get_authorizer_list"), 1, "no second scan");
+        let record = stored_record(&store, appids[1]).await;
+        assert_eq!(record.state, AuthorizerState::NeedsReauthorization);
+
+        // After the interval a refusal reads it again; WeChat failing it falls back.
+        tokio::time::pause();
+        tokio::time::advance(super::super::recovery::SCAN_INTERVAL).await;
+        tokio::time::resume();
+        lose_rotation(&api, appids[2]);
+        api.state.lock().expect("fake").list_busy = true;
+        let refused = keeper
+            .invalidate_authorizer("platform", appids[2], &tokens[2].value)
+            .await;
+        assert!(needs_reauthorization(refused));
+        assert_eq!(api.calls("api_get_authorizer_list"), 2, "one failed scan");
         keeper.shutdown(Duration::from_secs(1)).await;
     }
 
