@@ -22,7 +22,9 @@
 //! - the merchant's side: [`Emulator::authorize`] (or `POST /_emulator/authorize`)
 //!   authorizes an account and returns the authorization code, pushing an
 //!   `authorized` (or `updateauthorized`) event; [`Emulator::unauthorize`] revokes it,
-//!   pushing `unauthorized`.
+//!   pushing `unauthorized`; [`Emulator::lose_authorizer_token`] completes an
+//!   `api_authorizer_token` whose answer the client never sees (its refresh token
+//!   rotated behind its back).
 //! - authorizer access tokens work on the ordinary APIs and the ticket endpoint like
 //!   any official token, and die like one (40001 / 42001).
 //!
@@ -596,6 +598,25 @@ impl Emulator {
     ) -> Option<String> {
         self.lock()
             .refresh_token_of(component_appid, authorizer_appid)
+    }
+
+    /// Processes an `api_authorizer_token` for `authorizer_appid` whose answer is lost
+    /// on the way (what a client's timeout does to a call WeChat completed): the
+    /// refresh token the client holds stops working, and the new one is only in
+    /// `api_get_authorizer_list`. Returns the new refresh token; `None` if the account
+    /// is not authorized to the platform. `POST /_emulator/lose_authorizer_token`
+    /// does the same.
+    pub fn lose_authorizer_token(
+        &self,
+        component_appid: &str,
+        authorizer_appid: &str,
+    ) -> Option<String> {
+        self.lock().lost_authorizer_token_call(
+            self.config(),
+            component_appid,
+            authorizer_appid,
+            tokio::time::Instant::now(),
+        )
     }
 
     /// Starts pushing verify tickets in the background as [`Config::verify_ticket_interval`]

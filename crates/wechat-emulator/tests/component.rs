@@ -638,3 +638,55 @@ async fn pushes_to_nowhere_are_reported() {
     assert_eq!(status, 404);
     assert_eq!(emu.emulator.stats().component(COMPONENT).pushes_failed, 1);
 }
+
+#[tokio::test]
+async fn a_lost_refresh_leaves_the_new_refresh_token_only_in_the_list() {
+    let emu = spawn(config()).await.expect("emulator");
+    let ticket = emu.emulator.verify_ticket(COMPONENT).expect("known");
+    let ct = text(
+        &component_token(&emu, &ticket).await,
+        "component_access_token",
+    )
+    .to_owned();
+    let code = authorize(&emu, "wxauthorizer00001").await;
+    let query = json!({"component_appid": COMPONENT, "authorization_code": code});
+    let auth = component_call(&emu, "api_query_auth", &ct, query).await;
+    let held = text(&auth["authorization_info"], "authorizer_refresh_token").to_owned();
+
+    let lose = json!({"component_appid": COMPONENT, "authorizer_appid": "wxauthorizer00001"});
+    let (status, body) = post(&emu, "/_emulator/lose_authorizer_token", lose).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("authorizer_refresh_token").is_none(), "{body}");
+    let current = emu
+        .emulator
+        .refresh_token_of(COMPONENT, "wxauthorizer00001")
+        .expect("authorized");
+    assert_ne!(current, held);
+    assert_eq!(
+        emu.emulator
+            .stats()
+            .component(COMPONENT)
+            .authorizer_token_calls,
+        1
+    );
+
+    let refresh = json!({
+        "component_appid": COMPONENT,
+        "authorizer_appid": "wxauthorizer00001",
+        "authorizer_refresh_token": held,
+    });
+    let refused = component_call(&emu, "api_authorizer_token", &ct, refresh).await;
+    assert_eq!(errcode(&refused), 61023, "{refused}");
+    let page = component_call(
+        &emu,
+        "api_get_authorizer_list",
+        &ct,
+        json!({"component_appid": COMPONENT, "offset": 0, "count": 500}),
+    )
+    .await;
+    assert_eq!(page["list"][0]["refresh_token"], current.as_str(), "{page}");
+
+    let stranger = json!({"component_appid": COMPONENT, "authorizer_appid": "wxnobody000001"});
+    let (status, body) = post(&emu, "/_emulator/lose_authorizer_token", stranger).await;
+    assert_eq!((status, errcode(&body)), (404, 61003), "{body}");
+}

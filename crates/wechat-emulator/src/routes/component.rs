@@ -6,8 +6,9 @@
 //! `api_component_token` and `api_authorizer_token` also meet injected failures.
 //!
 //! Also owns the hooks that stand in for the merchant and for WeChat's pushes:
-//! `POST /_emulator/authorize`, `/_emulator/unauthorize`, `/_emulator/verify_ticket`
-//! and `/_emulator/push_verify_ticket`.
+//! `POST /_emulator/authorize`, `/_emulator/unauthorize`, `/_emulator/verify_ticket`,
+//! `/_emulator/push_verify_ticket`, and `/_emulator/lose_authorizer_token` for a
+//! refresh that WeChat completed but whose answer was lost.
 //!
 //! Like WeChat, a body that is not a JSON object answers 47001 whatever the
 //! Content-Type; successes carry no errcode, as in the official examples.
@@ -236,6 +237,34 @@ pub(crate) async fn unauthorize(State(emulator): State<Emulator>, body: Bytes) -
             61003,
             format!("{authorizer} is not authorized to {component}"),
         )
+    }
+}
+
+/// `POST /_emulator/lose_authorizer_token` `{"component_appid","authorizer_appid"}`:
+/// see [`Emulator::lose_authorizer_token`]. 404 if the platform is unknown or the
+/// account is not authorized. The new refresh token is not answered (it is the one a
+/// client would have lost).
+pub(crate) async fn lose_authorizer_token(
+    State(emulator): State<Emulator>,
+    body: Bytes,
+) -> Response {
+    let body = json_object(&body);
+    let (Some(component), Some(authorizer)) = (
+        nonempty(&body, "component_appid"),
+        nonempty(&body, "authorizer_appid"),
+    ) else {
+        return bad_request("a JSON object with component_appid and authorizer_appid");
+    };
+    if emulator.config().component(component).is_none() {
+        return unknown_component(component);
+    }
+    match emulator.lose_authorizer_token(component, authorizer) {
+        Some(_) => ok(json!({})),
+        None => admin_error(
+            StatusCode::NOT_FOUND,
+            61003,
+            format!("{authorizer} is not authorized to {component}"),
+        ),
     }
 }
 

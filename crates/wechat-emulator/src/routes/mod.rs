@@ -80,6 +80,10 @@ pub(crate) fn router(emulator: Emulator) -> Router {
         .route("/_emulator/check", post(check))
         .route("/_emulator/authorize", post(component::authorize))
         .route("/_emulator/unauthorize", post(component::unauthorize))
+        .route(
+            "/_emulator/lose_authorizer_token",
+            post(component::lose_authorizer_token),
+        )
         .route("/_emulator/verify_ticket", post(component::verify_ticket))
         .route(
             "/_emulator/push_verify_ticket",

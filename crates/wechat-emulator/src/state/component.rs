@@ -339,6 +339,29 @@ impl State {
         )
     }
 
+    /// An `api_authorizer_token` for `authorizer` that WeChat processed but whose
+    /// answer never reached the client (it timed out, the connection dropped): counted,
+    /// the refresh token rotated (if [`Config::rotate_refresh_tokens`]) and an access
+    /// token issued, as for a call that succeeded. Returns the refresh token that now
+    /// works, or `None` if the account is not authorized to `component`.
+    pub fn lost_authorizer_token_call(
+        &mut self,
+        config: &Config,
+        component: &str,
+        authorizer: &str,
+        now: Instant,
+    ) -> Option<String> {
+        let c = self.components.get_mut(component)?;
+        let record = c.authorizers.get_mut(authorizer)?;
+        if config.rotate_refresh_tokens {
+            record.refresh_token = new_refresh_token();
+        }
+        let refresh_token = record.refresh_token.clone();
+        ComponentApi::AuthorizerToken.count(&mut c.stats);
+        self.issue_authorizer_token(config, component, authorizer, now);
+        Some(refresh_token)
+    }
+
     /// Counts a push to `component`'s callback URL.
     pub fn record_push(&mut self, component: &str, delivered: bool) {
         if let Some(c) = self.components.get_mut(component) {

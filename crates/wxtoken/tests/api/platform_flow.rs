@@ -1,7 +1,8 @@
 //! A third-party platform end to end against the emulator: verify tickets pushed by the
 //! emulator (its own crypto), authorization, authorizer tokens through the v1 routes and
 //! the gateway, rotation persisted across a restart and a SIGKILL, unauthorized honoured,
-//! disaster recovery from api_get_authorizer_list, and two instances on one Redis.
+//! disaster recovery from api_get_authorizer_list (by hand, and of a refresh token lost
+//! to an answer that never arrived), and two instances on one Redis.
 
 use std::time::Duration;
 
@@ -504,6 +505,82 @@ async fn import_recovers_every_refresh_token_wechat_lists() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_token_rotated_in_a_lost_answer_is_recovered_from_the_list() {
+    let app = spawn_platform(PlatformOptions::default()).await;
+    let emulator = app.emulator.emulator.clone();
+    emulator
+        .push_verify_ticket(COMPONENT_APPID)
+        .await
+        .expect("pushed");
+    onboard(&app, MERCHANT).await;
+    onboard(&app, "wxmerchant0000002").await;
+    let (status, body) = token_of(&app, MERCHANT).await;
+    assert_eq!(status, 200, "{body}");
+    let first = body["access_token"].as_str().expect("token").to_owned();
+
+    // WeChat completes a refresh whose answer never reaches wxtoken (a timeout): the
+    // refresh token wxtoken holds is dead, the new one only in WeChat's list.
+    emulator
+        .lose_authorizer_token(COMPONENT_APPID, MERCHANT)
+        .expect("authorized");
+    let before = app.calls();
+    let path = format!("/v1/apps/platform/authorizers/{MERCHANT}/access_token/invalidate");
+    let invalidate =
+        |dead: String| app.post(&path, KEY, json!({ "access_token": dead }).to_string());
+    let (status, body) = invalidate(first.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["refreshed"], true);
+    let second = body["access_token"].as_str().expect("token").to_owned();
+    assert_ne!(second, first);
+    assert_eq!(
+        emulator.check_token(&second),
+        wechat_emulator::TokenCheck::Valid
+    );
+    let after = app.calls();
+    assert_eq!(
+        after.authorizer_list_calls - before.authorizer_list_calls,
+        1,
+        "one scan of the list"
+    );
+    assert_eq!(
+        after.authorizer_token_calls - before.authorizer_token_calls,
+        2,
+        "the refused refresh, then the one with the listed refresh token"
+    );
+    let (_, listed) = app.get("/v1/apps/platform/authorizers", KEY).await;
+    assert_eq!(listed["authorizers"][0]["authorizer_appid"], MERCHANT);
+    assert_eq!(listed["authorizers"][0]["state"], "ok", "{listed}");
+    let (status, body) = token_of(&app, MERCHANT).await;
+    assert_eq!(
+        (status, body["access_token"].as_str()),
+        (200, Some(second.as_str()))
+    );
+
+    // What it holds now is WeChat's current refresh token: the next refresh needs no
+    // list.
+    let (status, body) = invalidate(second).await;
+    assert_eq!(status, 200, "{body}");
+    let last = app.calls();
+    assert_eq!(last.authorizer_list_calls, after.authorizer_list_calls);
+    assert_eq!(
+        last.authorizer_token_calls,
+        after.authorizer_token_calls + 1
+    );
+
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
+    let series = r#"wxtoken_authorizer_refresh_token_recovered_total{app="platform"}"#;
+    assert!(metrics.contains(series), "{series} in {metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
