@@ -1652,6 +1652,9 @@ mod tests {
         list_delay: Duration,
         /// `api_get_authorizer_list` answers -1 (system busy).
         list_busy: bool,
+        /// `api_get_authorizer_list` lists these refresh tokens instead of the valid
+        /// ones (a list older than the last rotation).
+        listed: HashMap<String, String>,
     }
 
     fn lifetime(state: &FakeState) -> u64 {
@@ -1770,7 +1773,7 @@ mod tests {
                             .take(count as usize)
                             .map(|(appid, token)| ListedAuthorizer {
                                 appid: (*appid).clone(),
-                                refresh_token: (*token).clone(),
+                                refresh_token: state.listed.get(*appid).unwrap_or(token).clone(),
                                 auth_time: 1_700_000_000,
                             })
                             .collect();
@@ -2250,6 +2253,31 @@ mod tests {
         // The other authorizer, listed with the token it holds, is left alone.
         let other = stored_record(&store, "wxmerchant0002").await;
         assert_eq!(other.state, AuthorizerState::Ok);
+        keeper.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn an_authorizer_listed_with_the_refused_token_needs_reauthorization() {
+        let (api, _dir, store, keeper) = ready_keeper().await;
+        let tokens = onboard(&api, &keeper, &["wxmerchant0001"]).await;
+        let held = stored_record(&store, "wxmerchant0001").await.refresh_token;
+        lose_rotation(&api, "wxmerchant0001");
+        api.state
+            .lock()
+            .expect("fake")
+            .listed
+            .insert("wxmerchant0001".into(), held.clone());
+        let refused = keeper
+            .invalidate_authorizer("platform", "wxmerchant0001", &tokens[0].value)
+            .await;
+        assert!(needs_reauthorization(refused));
+        assert_eq!(api.calls("api_get_authorizer_list"), 1);
+        assert_eq!(api.calls("api_authorizer_token"), 1, "no retry");
+        let record = stored_record(&store, "wxmerchant0001").await;
+        assert_eq!(
+            (record.state, record.refresh_token),
+            (AuthorizerState::NeedsReauthorization, held)
+        );
         keeper.shutdown(Duration::from_secs(1)).await;
     }
 

@@ -86,7 +86,7 @@ impl Recovery {
     pub async fn lookup(&self, ctx: &Ctx, component: &Slot, appid: &str, refused: &str) -> Lookup {
         let cell = {
             let mut state = self.state();
-            match &state.flight {
+            let cell = match &state.flight {
                 Some(cell) => cell.clone(),
                 None => {
                     let now = Instant::now();
@@ -101,9 +101,10 @@ impl Recovery {
                     state.flight = Some(cell.clone());
                     cell
                 }
-            }
+            };
+            state.waiting.insert(appid.to_owned());
+            cell
         };
-        self.state().waiting.insert(appid.to_owned());
         let scan = cell.get_or_init(|| self.scan(ctx, component)).await.clone();
         {
             let mut state = self.state();
