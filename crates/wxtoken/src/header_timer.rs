@@ -11,10 +11,12 @@
 //! deadline is ahead puts its waker in the slot, dropping it frees the slot, and a
 //! ticker task wakes the sleeps whose deadline passed. A sleep may therefore fire up to
 //! one tick late: the tick is an eighth of the timeout (between 10 ms and 250 ms), which
-//! is nothing against a timeout of seconds.
+//! is nothing against a timeout of seconds. hyper counts a deadline from the timer's
+//! `now`, which here is the ticker's last reading: arming reads no clock either.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -27,9 +29,14 @@ pub struct HeaderTimer {
     shared: Arc<Shared>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     slots: Mutex<Slots>,
+    /// What [`hyper::rt::Timer::now`] answers: `epoch` plus `ticked_nanos`, set by the
+    /// ticker, so arming a timeout reads no clock. A deadline counted from it is at most
+    /// a tick early, as a firing is at most a tick late.
+    epoch: Instant,
+    ticked_nanos: AtomicU64,
 }
 
 /// The sleeps that have been polled and not dropped: a slab with a free list.
@@ -47,6 +54,17 @@ struct Entry {
 }
 
 impl Shared {
+    fn now(&self) -> Instant {
+        self.epoch + Duration::from_nanos(self.ticked_nanos.load(Ordering::Relaxed))
+    }
+
+    fn tick(&self) -> Instant {
+        let now = Instant::now();
+        let nanos = u64::try_from(now.duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        self.ticked_nanos.store(nanos, Ordering::Relaxed);
+        now
+    }
+
     fn slots(&self) -> MutexGuard<'_, Slots> {
         // Nothing in here can be left half-changed by a panic.
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
@@ -56,7 +74,11 @@ impl Shared {
 impl HeaderTimer {
     /// A timer for sleeps of about `timeout`.
     pub fn new(timeout: Duration) -> Self {
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            slots: Mutex::default(),
+            epoch: Instant::now(),
+            ticked_nanos: AtomicU64::new(0),
+        });
         let tick = (timeout / 8).clamp(Duration::from_millis(10), Duration::from_millis(250));
         tokio::spawn(tick_until_dropped(Arc::downgrade(&shared), tick));
         Self { shared }
@@ -77,7 +99,7 @@ async fn tick_until_dropped(shared: Weak<Shared>, tick: Duration) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let now = Instant::now();
+        let now = shared.tick();
         {
             let mut slots = shared.slots();
             for entry in slots.entries.iter_mut().flatten() {
@@ -94,6 +116,10 @@ async fn tick_until_dropped(shared: Weak<Shared>, tick: Duration) {
 }
 
 impl hyper::rt::Timer for HeaderTimer {
+    fn now(&self) -> Instant {
+        self.shared.now()
+    }
+
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
         self.sleep_until(Instant::now() + duration)
     }
@@ -196,6 +222,22 @@ mod tests {
         // One tick is 10 ms here; allow a loaded machine far more.
         assert!(took < Duration::from_secs(2), "fired late: {took:?}");
         assert_eq!(timer.waiting(), 0, "a fired sleep leaves its slot");
+    }
+
+    #[tokio::test]
+    async fn now_follows_the_clock_within_a_tick() {
+        let timer = HeaderTimer::new(Duration::from_millis(80));
+        let before = Instant::now();
+        timer.sleep(Duration::from_millis(50)).await;
+        let now = timer.now();
+        assert!(
+            now >= before,
+            "the ticker's reading is from after the start"
+        );
+        assert!(
+            Instant::now().duration_since(now) < Duration::from_secs(2),
+            "the reading lags the clock by more than a loaded machine's tick"
+        );
     }
 
     #[tokio::test]

@@ -21,13 +21,13 @@
 //! `RUST_LOG` still decides whether the line is written: the layer asks tracing once per
 //! request whether `wxtoken::access` is enabled.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt::{self, Write as _};
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{JoinHandle, Thread};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use time::OffsetDateTime;
 use time::macros::format_description;
@@ -201,6 +201,8 @@ pub struct AccessLine<'a> {
     pub client: Option<&'a str>,
     pub status: u16,
     pub latency_us: u64,
+    /// When the response was ready (the line's timestamp).
+    pub at: Instant,
 }
 
 /// Writes `line` to the writer thread's buffer, formatted as [`Text`] formats the access
@@ -224,7 +226,7 @@ pub fn write_access(line: &AccessLine<'_>) -> bool {
 }
 
 fn format_access(out: &mut String, line: &AccessLine<'_>) {
-    write_timestamp(out);
+    write_time(out, wall_time_of(line.at));
     out.push_str("  INFO access method=");
     push_value(out, line.method);
     out.push_str(" route=");
@@ -325,15 +327,43 @@ where
     }
 }
 
-/// `2026-11-28T15:21:27.123456Z`, as tracing's default timer writes it; the part up to
-/// the second is formatted once a second per thread.
-fn write_timestamp(out: &mut String) {
+/// The wall-clock time of `at`: read from the system clock at most once a second per
+/// thread and counted from there on the monotonic clock, so an access line, whose
+/// request already read the monotonic clock for its latency, reads no clock of its own.
+fn wall_time_of(at: Instant) -> Duration {
     thread_local! {
-        static SECOND: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+        static BASE: Cell<Option<(Instant, Duration)>> = const { Cell::new(None) };
     }
+    BASE.with(|base| {
+        if let Some((instant, wall)) = base.get() {
+            if let Some(since) = at.checked_duration_since(instant) {
+                if since < Duration::from_secs(1) {
+                    return wall + since;
+                }
+            }
+        }
+        let wall = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        base.set(Some((at, wall)));
+        wall
+    })
+}
+
+/// `2026-11-28T15:21:27.123456Z` for now, as tracing's default timer writes it.
+fn write_timestamp(out: &mut String) {
     let since_epoch = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
+    write_time(out, since_epoch);
+}
+
+/// `since_epoch` as `2026-11-28T15:21:27.123456Z`; the part up to the second is
+/// formatted once a second per thread.
+fn write_time(out: &mut String, since_epoch: Duration) {
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
     let secs = since_epoch.as_secs();
     SECOND.with_borrow_mut(|(second, prefix)| {
         if *second != secs || prefix.is_empty() {
@@ -477,6 +507,29 @@ mod tests {
     }
 
     #[test]
+    fn an_access_line_time_is_the_wall_clock_counted_on_the_monotonic_one() {
+        let first = Instant::now();
+        let wall = wall_time_of(first);
+        let system = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970");
+        assert!(
+            system.abs_diff(wall) < Duration::from_secs(1),
+            "{wall:?} vs {system:?}"
+        );
+        // Within the second, later instants are counted from the first reading exactly.
+        let later = first + Duration::from_millis(250);
+        assert_eq!(wall_time_of(later), wall + Duration::from_millis(250));
+        // Past it, or before the base, the system clock is read again.
+        let much_later = first + Duration::from_secs(5);
+        let reread = wall_time_of(much_later);
+        assert!(
+            reread.abs_diff(system) < Duration::from_secs(1),
+            "{reread:?}"
+        );
+    }
+
+    #[test]
     fn the_direct_access_line_is_the_line_the_tracing_event_makes() {
         let writer = NonBlocking {
             shared: Arc::default(),
@@ -498,6 +551,7 @@ mod tests {
                 client: Some("order-service"),
                 status: 200,
                 latency_us: 42,
+                at: Instant::now(),
             },
             AccessLine {
                 method: "POST",
@@ -506,6 +560,7 @@ mod tests {
                 client: None,
                 status: 404,
                 latency_us: 0,
+                at: Instant::now(),
             },
             AccessLine {
                 method: "GET",
@@ -514,6 +569,7 @@ mod tests {
                 client: None,
                 status: 401,
                 latency_us: u64::MAX,
+                at: Instant::now(),
             },
         ];
         for line in &cases {

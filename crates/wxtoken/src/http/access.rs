@@ -242,7 +242,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let result = std::task::ready!(this.inner.as_mut().poll(cx));
-        let elapsed = this.start.elapsed();
+        let end = Instant::now();
+        let elapsed = end.saturating_duration_since(*this.start);
         // Errors are `Infallible` in axum; a response is what there is to count.
         if let Ok(response) = &result {
             let status = response.status();
@@ -260,6 +261,7 @@ where
                     client: client.as_ref().map(|c| c.name.as_str()),
                     status: status.as_u16(),
                     latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                    at: end,
                 };
                 if !crate::logging::write_access(&line) {
                     tracing::info!(
