@@ -121,10 +121,12 @@ async fn a_wecom_token_handed_back_until_it_dies_is_replaced_at_its_death_withou
     );
     assert!(tokens.len() >= 3, "the token was replaced at each death");
     // The first fetch, then per lifetime one proactive call (answered with the same
-    // token) and one at its death.
+    // token) and one at its death; on a loaded machine the call at death may land in the
+    // token's last second, be answered `expires_in: 0` and be asked again 100 ms later
+    // (measured quiet: 5-6 calls; under a parallel build: 7).
     let lifetimes = tokens.len() as u64 - 1;
     assert!(
-        calls <= 1 + 2 * lifetimes + 1,
+        calls <= 1 + 3 * lifetimes + 1,
         "{calls} gettoken calls for {lifetimes} renewals"
     );
 }
