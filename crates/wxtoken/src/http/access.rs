@@ -263,18 +263,7 @@ where
                     latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
                     at: end,
                 };
-                if !crate::logging::write_access(&line) {
-                    tracing::info!(
-                        target: TARGET,
-                        method = line.method,
-                        route = line.route,
-                        app = line.app,
-                        client = line.client,
-                        status = line.status,
-                        latency_us = line.latency_us,
-                        "access"
-                    );
-                }
+                crate::logging::log_access(&line);
             }
         }
         Poll::Ready(result)
