@@ -398,10 +398,11 @@ impl Server {
             let _ = signalled_tx.send(true);
         };
         // `//cgi-bin/token` (an SDK configured with a trailing slash on the host) is
-        // served as `/cgi-bin/token`: routing happens after this.
+        // served as `/cgi-bin/token`: routing happens after this. The served token has
+        // its own lane in front of the router (see http::hot).
         let app = tower::ServiceBuilder::new()
             .map_request(collapse_leading_slashes)
-            .service(self.router);
+            .service(http::hot::HotLane::new(self.state.clone(), self.router));
         let serve = serve(self.listener, app, self.limits, graceful);
         let drain_deadline = async move {
             let _ = signalled_rx.wait_for(|s| *s).await;

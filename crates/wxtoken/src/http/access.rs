@@ -73,7 +73,7 @@ pub fn note_client(client: &Arc<ClientSettings>) {
 /// The metric handles of one route label, resolved once and kept for the process (the
 /// recorder is process-wide too, and labels are bounded).
 #[derive(Debug)]
-struct RouteMetrics {
+pub(super) struct RouteMetrics {
     route: &'static str,
     /// `status="200"`, the answer nearly every request gets; other codes are looked up.
     ok: Counter,
@@ -82,7 +82,7 @@ struct RouteMetrics {
 
 impl RouteMetrics {
     /// The handles of `route`, interned: at most one leaked entry per distinct label.
-    fn of(route: &str) -> &'static RouteMetrics {
+    pub(super) fn of(route: &str) -> &'static RouteMetrics {
         static INTERNED: OnceLock<Mutex<HashMap<String, &'static RouteMetrics>>> = OnceLock::new();
         let mut interned = INTERNED
             .get_or_init(Default::default)
@@ -114,6 +114,36 @@ impl RouteMetrics {
         }
         self.duration.record(seconds);
     }
+
+    /// Counts a request that arrived at `start` and was answered `status` just now, and
+    /// writes its access line when `seen` (the request's method, URI and client) is
+    /// given, which it is only while the access log is on ([`log_enabled`]).
+    pub(super) fn finish(
+        &self,
+        start: Instant,
+        status: StatusCode,
+        seen: Option<(&Method, &Uri, Option<&str>)>,
+    ) {
+        let end = Instant::now();
+        let elapsed = end.saturating_duration_since(start);
+        self.record(status, elapsed.as_secs_f64());
+        if let Some((method, uri, client)) = seen {
+            crate::logging::log_access(&AccessLine {
+                method: method.as_str(),
+                route: self.route,
+                app: app_of(self.route, uri),
+                client,
+                status: status.as_u16(),
+                latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                at: end,
+            });
+        }
+    }
+}
+
+/// Whether access lines are written (`RUST_LOG` may turn `wxtoken::access` off).
+pub(super) fn log_enabled() -> bool {
+    tracing::enabled!(target: TARGET, tracing::Level::INFO)
 }
 
 /// The route label of a request: its route template, or for the fallback `gateway` or
@@ -204,7 +234,7 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         let start = Instant::now();
         let metrics = self.metrics_for(route_label(&request));
-        let wanted = tracing::enabled!(target: TARGET, tracing::Level::INFO);
+        let wanted = log_enabled();
         let seen = wanted.then(|| Seen {
             method: request.method().clone(),
             uri: request.uri().clone(),
@@ -242,29 +272,28 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let result = std::task::ready!(this.inner.as_mut().poll(cx));
-        let end = Instant::now();
-        let elapsed = end.saturating_duration_since(*this.start);
         // Errors are `Infallible` in axum; a response is what there is to count.
         if let Ok(response) = &result {
-            let status = response.status();
-            this.metrics.record(status, elapsed.as_secs_f64());
-            if let Some(seen) = this.seen.take() {
-                let client = this
+            let seen = this.seen.take();
+            let client = match seen {
+                Some(_) => this
                     .inner
                     .as_mut()
                     .take_value()
-                    .and_then(|slot| slot.client.into_inner());
-                let line = AccessLine {
-                    method: seen.method.as_str(),
-                    route: this.metrics.route,
-                    app: app_of(this.metrics.route, &seen.uri),
-                    client: client.as_ref().map(|c| c.name.as_str()),
-                    status: status.as_u16(),
-                    latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-                    at: end,
-                };
-                crate::logging::log_access(&line);
-            }
+                    .and_then(|slot| slot.client.into_inner()),
+                None => None,
+            };
+            this.metrics.finish(
+                *this.start,
+                response.status(),
+                seen.as_ref().map(|seen| {
+                    (
+                        &seen.method,
+                        &seen.uri,
+                        client.as_ref().map(|c| c.name.as_str()),
+                    )
+                }),
+            );
         }
         Poll::Ready(result)
     }

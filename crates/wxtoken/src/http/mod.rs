@@ -11,6 +11,7 @@ pub mod error;
 pub mod facade;
 mod gateway;
 mod health;
+pub mod hot;
 mod jssdk;
 mod platform;
 mod tickets;

@@ -6,6 +6,8 @@
 //! fixed bytes.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,15 +15,15 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Request, State};
-use axum::http::HeaderValue;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderValue, Uri};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::auth::{Caller, authenticate, permit};
 use super::error::ApiError;
 use super::{AppState, Path, parse_json};
-use crate::config::Scope;
+use crate::config::{ClientSettings, Scope};
 use crate::credential::{Token, unix_now_ms};
 use crate::keeper::{Keeper, TokenReader};
 
@@ -243,21 +245,51 @@ pub fn min_ttl(query: Option<&str>) -> Result<Option<Duration>, ApiError> {
     Ok(Some(Duration::from_secs(secs)))
 }
 
-/// `GET /v1/apps/{app}/access_token[?min_ttl=S]`
-pub async fn access_token(
-    State(state): State<AppState>,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let client = authenticate(request.headers(), &state)?;
-    let app = app_of(request.uri().path());
+/// The answer to `GET /v1/apps/{app}/access_token`: ready at once (nearly always), or
+/// the wait for a refresh.
+pub(super) enum Answer {
+    Now(Response),
+    Wait(Pin<Box<dyn Future<Output = Response> + Send>>),
+}
+
+/// `GET /v1/apps/{app}/access_token[?min_ttl=S]` as a route.
+pub async fn access_token(State(state): State<AppState>, request: Request) -> Response {
+    match answer(&state, request.headers(), request.uri()).1 {
+        Answer::Now(response) => response,
+        Answer::Wait(wait) => wait.await,
+    }
+}
+
+/// `GET /v1/apps/{app}/access_token[?min_ttl=S]`, for the route and for the lane that
+/// serves it before the router ([`super::hot`]): the client the key named, if any, and
+/// the answer.
+pub(super) fn answer(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> (Option<Arc<ClientSettings>>, Answer) {
+    match authenticate(headers, state) {
+        Ok(client) => {
+            let answer = match answer_client(state, &client, uri) {
+                Ok(answer) => answer,
+                Err(e) => Answer::Now(e.into_response()),
+            };
+            (Some(client), answer)
+        }
+        Err(e) => (None, Answer::Now(e.into_response())),
+    }
+}
+
+fn answer_client(state: &AppState, client: &ClientSettings, uri: &Uri) -> Result<Answer, ApiError> {
+    let app = app_of(uri.path());
     // The render cache has an entry for every app: one lookup says the app exists and
     // leads to its token.
     let apps = state.rendered.by_app.load();
     let Some(entry) = apps.get(app) else {
         return Err(ApiError::AppNotFound(app.to_owned()));
     };
-    permit(&client, app, Scope::Read)?;
-    let min_ttl = min_ttl(request.uri().query())?;
+    permit(client, app, Scope::Read)?;
+    let min_ttl = min_ttl(uri.query())?;
     // The hot path: one clock read, a memory read with no reference counted, and a body
     // rendered once a second.
     let now_ms = unix_now_ms();
@@ -267,14 +299,14 @@ pub async fn access_token(
             entry.body(token, now_ms / 1000, Shape::V1)
         });
     if let Some(body) = served {
-        return Ok(json_no_store(body));
+        return Ok(Answer::Now(json_no_store(body)));
     }
-    // The slow path waits for a refresh: hold the entry, not the map's guard. It is
-    // boxed so that its state is allocated only when it runs: inline, it made every
-    // request's future too big for the allocator's fast path.
-    let entry = entry.clone();
-    drop(apps);
-    Box::pin(wait_for_token(state, entry, app.to_owned(), min_ttl)).await
+    // The slow path waits for a refresh, holding the entry rather than the map's guard;
+    // its state is allocated only when it runs.
+    let wait = wait_for_token(state.clone(), entry.clone(), app.to_owned(), min_ttl);
+    Ok(Answer::Wait(Box::pin(async move {
+        wait.await.unwrap_or_else(IntoResponse::into_response)
+    })))
 }
 
 /// The access token of `app` once the keeper has one with `min_ttl` left.

@@ -18,6 +18,7 @@ mod gateway;
 mod helpers;
 mod hostile;
 mod hostile_props;
+mod hot_lane;
 mod hygiene;
 mod invalidate;
 mod platform;
