@@ -3,20 +3,21 @@
 //! same access line and metrics as the access layer writes for it.
 //!
 //! Nearly every request a busy wxtoken sees is this one, and what it costs is what the
-//! serving benchmark holds to 0.9 of a bare axum server. Going through the router added
-//! about 2,000 instructions to each (under callgrind): the route lookup in a table of
-//! forty routes, the path parameters and the matched path put into the request's
-//! extensions (allocations the handler never reads), two boxed services cloned and two
-//! boxed futures (the route, and the route wrapped in the access layer), and the
-//! task-local slot through which auth tells the access layer the client's name. Here it
-//! is a comparison of the path's two ends, and the answer is built as the request is
-//! read.
+//! serving benchmark holds to 0.9 of a bare axum server. Through the router it cost
+//! 25,600 instructions, here 18,000 (`bench/instructions.sh`; BENCHMARKS.md): the router
+//! looks the path up in a table of forty routes, puts the path parameters and the
+//! matched path into the request's extensions (allocations the handler never reads),
+//! clones two boxed services and boxes two futures (the route, and the route wrapped in
+//! the access layer), and auth tells the access layer the client's name through a
+//! task-local slot. Here the lane compares the path's two ends and builds the answer as
+//! the request is read.
 //!
 //! Only a request the router would certainly give to that route takes the lane: `GET`
 //! (axum also routes `HEAD` there; that goes to the router), a path of exactly
 //! `/v1/apps/<segment>/access_token` with a non-empty segment. Everything else, and
 //! every other route, goes to the router unchanged. `tests/api/hot_lane.rs` holds the
-//! two ways to the same answers, headers, log lines and metrics.
+//! lane's answers (status, headers, body) to the router's for generated requests;
+//! `tests/api/access_log.rs` checks its access lines and metrics through the binary.
 
 use std::convert::Infallible;
 use std::future::Future;
