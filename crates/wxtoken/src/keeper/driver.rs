@@ -588,8 +588,12 @@ async fn refresh_authorizer(
                     // WeChat may have rotated it in a call whose answer was lost: its
                     // authorizer list holds the current one.
                     retried_list = true;
-                    if recovery::recover(slot, ctx, link, &refresh_token).await {
-                        continue;
+                    match recovery::recover(slot, ctx, link, &refresh_token).await {
+                        recovery::Recovered::Yes => continue,
+                        // A failed round (61023 is a configuration-class error: its
+                        // backoff starts at a minute), not a lost authorization.
+                        recovery::Recovered::Later => return Err(failure),
+                        recovery::Recovered::No => {}
                     }
                 }
                 let state = match errcode {

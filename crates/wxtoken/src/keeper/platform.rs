@@ -2319,28 +2319,125 @@ mod tests {
             .expect("recovered");
         assert_eq!(api.calls("api_get_authorizer_list"), 1);
 
-        // A second refusal within the interval reads no list: as before, the merchant
-        // must authorize again.
+        // A second refusal within the interval reads no list, and does not give up on
+        // the authorizer either: the list was read before this refusal.
         lose_rotation(&api, appids[1]);
         let refused = keeper
             .invalidate_authorizer("platform", appids[1], &tokens[1].value)
             .await;
-        assert!(needs_reauthorization(refused));
+        assert!(
+            matches!(&refused, Err(KeeperError::Upstream { failure, .. }) if matches!(&**failure, Failure::Upstream(e) if e.errcode == Some(61023))),
+            "{refused:?}"
+        );
         assert_eq!(api.calls("api_get_authorizer_list"), 1, "no second scan");
         let record = stored_record(&store, appids[1]).await;
-        assert_eq!(record.state, AuthorizerState::NeedsReauthorization);
+        assert_eq!(record.state, AuthorizerState::Ok);
 
         // After the interval a refusal reads it again; WeChat failing it falls back.
         tokio::time::pause();
         tokio::time::advance(super::super::recovery::SCAN_INTERVAL).await;
         tokio::time::resume();
-        lose_rotation(&api, appids[2]);
         api.state.lock().expect("fake").list_busy = true;
+        lose_rotation(&api, appids[2]);
         let refused = keeper
             .invalidate_authorizer("platform", appids[2], &tokens[2].value)
             .await;
         assert!(needs_reauthorization(refused));
+        keeper.shutdown(Duration::from_secs(1)).await;
+        // One failed scan: the third refusal's, or the second authorizer's retry,
+        // whichever came first; the other shared it or was answered by it.
         assert_eq!(api.calls("api_get_authorizer_list"), 2, "one failed scan");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_after_the_last_scan_is_retried_until_the_next_one_recovers_it() {
+        let (api, _dir, store, keeper) = ready_keeper().await;
+        let appids = ["wxmerchant0001", "wxmerchant0002"];
+        let tokens = onboard(&api, &keeper, &appids).await;
+        lose_rotation(&api, appids[0]);
+        keeper
+            .invalidate_authorizer("platform", appids[0], &tokens[0].value)
+            .await
+            .expect("recovered");
+        let calls_before = api.calls("api_authorizer_token");
+
+        // Refused after that scan: a failed round, retried with backoff, no scan yet.
+        let listed = lose_rotation(&api, appids[1]);
+        let refused = keeper
+            .invalidate_authorizer("platform", appids[1], &tokens[1].value)
+            .await;
+        assert!(refused.is_err());
+        assert!(!needs_reauthorization(refused));
+        assert_eq!(api.calls("api_get_authorizer_list"), 1);
+
+        // Until the interval is over, the token reported dead is held (WeChat may still
+        // take it) and the next report is refused the same way, without a scan.
+        let again = keeper
+            .invalidate_authorizer("platform", appids[1], &tokens[1].value)
+            .await;
+        assert!(again.is_err() && !needs_reauthorization(again));
+        assert_eq!(api.calls("api_get_authorizer_list"), 1);
+        // Once it is over, the next report reads the list and recovers.
+        tokio::time::pause();
+        tokio::time::advance(super::super::recovery::SCAN_INTERVAL).await;
+        tokio::time::resume();
+        let (token, refreshed) = keeper
+            .invalidate_authorizer("platform", appids[1], &tokens[1].value)
+            .await
+            .expect("recovered");
+        assert!(refreshed);
+        assert_ne!(token.value, tokens[1].value);
+        assert_eq!(api.calls("api_get_authorizer_list"), 2, "one more scan");
+        let record = stored_record(&store, appids[1]).await;
+        assert_eq!(record.state, AuthorizerState::Ok);
+        assert_ne!(record.refresh_token, listed, "the recovered token was rotated");
+        // The refused call (the second report was held back by the backoff, or refused
+        // again), the refused call after the interval, and the retry with the listed
+        // refresh token.
+        let calls = api.calls("api_authorizer_token") - calls_before;
+        assert!((3..=4).contains(&calls), "{calls} calls");
+        keeper.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn a_scan_that_began_after_a_refusal_answers_for_it_within_the_interval() {
+        let (api, _dir, store, keeper) = ready_keeper().await;
+        let appids = ["wxmerchant0001", "wxmerchant0002"];
+        let tokens = onboard(&api, &keeper, &appids).await;
+        lose_rotation(&api, appids[0]);
+        keeper
+            .invalidate_authorizer("platform", appids[0], &tokens[0].value)
+            .await
+            .expect("recovered");
+        // The second is refused and deferred; after the interval the first is refused
+        // again, and its scan also lists the second's token.
+        lose_rotation(&api, appids[1]);
+        let refused = keeper
+            .invalidate_authorizer("platform", appids[1], &tokens[1].value)
+            .await;
+        assert!(!needs_reauthorization(refused));
+        tokio::time::pause();
+        tokio::time::advance(super::super::recovery::SCAN_INTERVAL).await;
+        tokio::time::resume();
+        let first = keeper
+            .authorizer_token("platform", appids[0], None)
+            .await
+            .expect("token");
+        lose_rotation(&api, appids[0]);
+        keeper
+            .invalidate_authorizer("platform", appids[0], &first.value)
+            .await
+            .expect("recovered again");
+        // The second, reported again, is answered by that scan: no third scan.
+        keeper
+            .invalidate_authorizer("platform", appids[1], &tokens[1].value)
+            .await
+            .expect("recovered from the scan after its refusal");
+        assert_eq!(api.calls("api_get_authorizer_list"), 2);
+        assert_eq!(
+            stored_record(&store, appids[1]).await.state,
+            AuthorizerState::Ok
+        );
         keeper.shutdown(Duration::from_secs(1)).await;
     }
 

@@ -5,7 +5,11 @@
 //! refresh token) but whose answer never arrived: WeChat's list still holds the new
 //! refresh token. The list is read at most once per [`SCAN_INTERVAL`] per component, and
 //! authorizers refused meanwhile share the scan in flight (a platform with 100,000
-//! authorizers has 200 pages of them).
+//! authorizers has 200 pages of them). An authorizer refused after a scan, within the
+//! interval, is answered from that scan if it began after the authorizer's first
+//! refusal; otherwise its refresh is retried with backoff until the next scan may run,
+//! rather than the merchant being asked to authorize again on a list read before the
+//! refusal.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -23,8 +27,7 @@ use crate::credential::Fingerprint;
 /// A component's authorizer list is read at most once in this long: refused refresh
 /// tokens arriving in a burst share one scan, and repeated refusals never turn into
 /// repeated full scans (200 calls for 100,000 authorizers). A refusal within it, after
-/// the scan, leads to `needs_reauthorization` as before; the next one after it may
-/// scan again.
+/// the scan, waits for the next one (see [`Lookup::Deferred`]).
 pub(crate) const SCAN_INTERVAL: Duration = Duration::from_secs(600);
 
 /// What one scan found: the authorizers known here whose listed refresh token differs
@@ -54,6 +57,11 @@ struct ScanState {
     /// Authorizers refused while the scan is in flight: their listed tokens are kept
     /// whatever they hold (their refusal may come after their page was read).
     waiting: HashSet<String>,
+    /// What the last scan that succeeded found, and when it began.
+    last: Option<(Instant, Arc<HashMap<String, String>>)>,
+    /// Authorizers refused within the interval after a scan, with when they were first
+    /// refused: a scan that began later answers for them.
+    deferred: HashMap<String, Instant>,
 }
 
 /// What the list says of one refused authorizer.
@@ -63,8 +71,10 @@ pub(crate) enum Lookup {
     Found(String),
     /// Not listed (no longer authorized), or listed with the refused token.
     NotListed,
-    /// The list was read less than [`SCAN_INTERVAL`] ago, this long ago.
-    Skipped(Duration),
+    /// The list was read less than [`SCAN_INTERVAL`] ago, before this refusal: it may
+    /// be read again in this long. The refresh is retried with backoff meanwhile; a
+    /// retry after that reads it.
+    Deferred(Duration),
     /// The scan failed.
     Failed(String),
 }
@@ -82,7 +92,8 @@ impl Recovery {
     }
 
     /// What WeChat's list holds for `appid` instead of `refused`: from the scan in
-    /// flight, or a new one unless the last began less than [`SCAN_INTERVAL`] ago.
+    /// flight, from the last scan if it began after `appid` was first refused, or from a
+    /// new one unless the last began less than [`SCAN_INTERVAL`] ago.
     pub async fn lookup(&self, ctx: &Ctx, component: &Slot, appid: &str, refused: &str) -> Lookup {
         let cell = {
             let mut state = self.state();
@@ -94,7 +105,19 @@ impl Recovery {
                         .last_started
                         .filter(|at| now.duration_since(*at) < SCAN_INTERVAL)
                     {
-                        return Lookup::Skipped(now.duration_since(at));
+                        let first = *state.deferred.entry(appid.to_owned()).or_insert(now);
+                        let answered = state
+                            .last
+                            .as_ref()
+                            .filter(|(began, _)| *began >= first)
+                            .map(|(_, listed)| listed.clone());
+                        return match answered {
+                            Some(listed) => {
+                                state.deferred.remove(appid);
+                                found_in(&listed, appid, refused)
+                            }
+                            None => Lookup::Deferred(SCAN_INTERVAL - now.duration_since(at)),
+                        };
                     }
                     state.last_started = Some(now);
                     let cell = Arc::new(OnceCell::new());
@@ -111,14 +134,15 @@ impl Recovery {
             if state.flight.as_ref().is_some_and(|c| Arc::ptr_eq(c, &cell)) {
                 state.flight = None;
                 state.waiting.clear();
+                if let (Ok(listed), Some(began)) = (&scan, state.last_started) {
+                    state.last = Some((began, listed.clone()));
+                }
             }
+            state.deferred.remove(appid);
         }
         match scan {
             Err(e) => Lookup::Failed(e),
-            Ok(listed) => match listed.get(appid) {
-                Some(token) if token != refused => Lookup::Found(token.clone()),
-                _ => Lookup::NotListed,
-            },
+            Ok(listed) => found_in(&listed, appid, refused),
         }
     }
 
@@ -152,28 +176,53 @@ impl Recovery {
     }
 }
 
+/// What a scan's findings say of `appid`, refused with `refused`.
+fn found_in(listed: &HashMap<String, String>, appid: &str, refused: &str) -> Lookup {
+    match listed.get(appid) {
+        Some(token) if token != refused => Lookup::Found(token.clone()),
+        _ => Lookup::NotListed,
+    }
+}
+
+/// What became of a refused refresh token.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Recovered {
+    /// Another one was found and stored: retry the refresh with it at once.
+    Yes,
+    /// The list holds no other one (or could not be read): the merchant must authorize
+    /// again.
+    No,
+    /// The list is read again after the scan interval: fail this round (its backoff
+    /// retries it), without asking the merchant to authorize again.
+    Later,
+}
+
 /// On a 61023 for the authorizer of `slot`: takes the refresh token WeChat's list holds
-/// for it if that is not `refused` (stored like a rotated one). Returns whether it did,
-/// so that the refresh is retried at once with it.
-pub(super) async fn recover(slot: &Slot, ctx: &Ctx, link: &AuthorizerLink, refused: &str) -> bool {
+/// for it if that is not `refused` (stored like a rotated one).
+pub(super) async fn recover(
+    slot: &Slot,
+    ctx: &Ctx,
+    link: &AuthorizerLink,
+    refused: &str,
+) -> Recovered {
     let (Some(appid), Some(component)) = (slot.key.authorizer.as_deref(), slot.parent.as_ref())
     else {
-        return false;
+        return Recovered::No;
     };
     let app = &slot.key.app;
     let found = match link.recovery.lookup(ctx, component, appid, refused).await {
         Lookup::Found(token) => token,
         Lookup::NotListed => {
             warn!(credential = %slot.key, refused = %Fingerprint(refused), "WeChat's authorizer list holds no other refresh token for the authorizer");
-            return false;
+            return Recovered::No;
         }
-        Lookup::Skipped(ago) => {
-            warn!(credential = %slot.key, refused = %Fingerprint(refused), scanned_secs_ago = ago.as_secs(), "WeChat's authorizer list was read lately; not reading it again for this refusal");
-            return false;
+        Lookup::Deferred(wait) => {
+            warn!(credential = %slot.key, refused = %Fingerprint(refused), next_read_in_secs = wait.as_secs(), "WeChat's authorizer list was read before this refusal and may be read again later; retrying the refresh with backoff until then");
+            return Recovered::Later;
         }
         Lookup::Failed(error) => {
             warn!(credential = %slot.key, refused = %Fingerprint(refused), error = %error, "could not read WeChat's authorizer list to recover the refresh token");
-            return false;
+            return Recovered::No;
         }
     };
     warn!(
@@ -188,5 +237,5 @@ pub(super) async fn recover(slot: &Slot, ctx: &Ctx, link: &AuthorizerLink, refus
         // Held in memory; the refresh about to be retried stores what WeChat rotates.
         warn!(credential = %slot.key, error = %e, "could not store the recovered refresh token");
     }
-    true
+    Recovered::Yes
 }
