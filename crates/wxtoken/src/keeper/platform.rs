@@ -2369,6 +2369,12 @@ mod tests {
         assert!(refused.is_err());
         assert!(!needs_reauthorization(refused));
         assert_eq!(api.calls("api_get_authorizer_list"), 1);
+        let view = keeper.alerts().view();
+        assert_eq!(view.open.len(), 1, "{view:?}");
+        assert_eq!(
+            view.open[0].kind,
+            crate::alerts::AlertKind::ConfigurationError
+        );
 
         // Until the interval is over, the token reported dead is held (WeChat may still
         // take it) and the next report is refused the same way, without a scan.
@@ -2390,7 +2396,11 @@ mod tests {
         assert_eq!(api.calls("api_get_authorizer_list"), 2, "one more scan");
         let record = stored_record(&store, appids[1]).await;
         assert_eq!(record.state, AuthorizerState::Ok);
-        assert_ne!(record.refresh_token, listed, "the recovered token was rotated");
+        assert_ne!(
+            record.refresh_token, listed,
+            "the recovered token was rotated"
+        );
+        assert!(keeper.alerts().view().open.is_empty(), "resolved");
         // The refused call (the second report was held back by the backoff, or refused
         // again), the refused call after the interval, and the retry with the listed
         // refresh token.
