@@ -581,6 +581,37 @@ async fn a_refresh_token_rotated_in_a_lost_answer_is_recovered_from_the_list() {
         .expect("text");
     let series = r#"wxtoken_authorizer_refresh_token_recovered_total{app="platform"}"#;
     assert!(metrics.contains(series), "{series} in {metrics}");
+
+    // Another merchant's answer is lost within 10 minutes of that read, which began
+    // before: a 502 with WeChat's 61023 and no new read, and the merchant is not asked
+    // to authorize again (the next read, after the interval, recovers it).
+    let other = "wxmerchant0000002";
+    let (_, body) = token_of(&app, other).await;
+    let held = body["access_token"].as_str().expect("token").to_owned();
+    emulator
+        .lose_authorizer_token(COMPONENT_APPID, other)
+        .expect("authorized");
+    let (status, body) = app
+        .post(
+            &format!("/v1/apps/platform/authorizers/{other}/access_token/invalidate"),
+            KEY,
+            json!({ "access_token": held }).to_string(),
+        )
+        .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["wechat_errcode"], 61023, "{body}");
+    assert_eq!(
+        app.calls().authorizer_list_calls,
+        last.authorizer_list_calls
+    );
+    let (_, listed) = app.get("/v1/apps/platform/authorizers", KEY).await;
+    let state = listed["authorizers"]
+        .as_array()
+        .expect("authorizers")
+        .iter()
+        .find(|a| a["authorizer_appid"] == other)
+        .map(|a| a["state"].clone());
+    assert_eq!(state, Some(json!("ok")), "{listed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
