@@ -95,6 +95,8 @@ pub struct Admin {
     applied: tokio::sync::Mutex<Applied>,
     /// The registry version last applied.
     version: Mutex<Option<u64>>,
+    /// Writes the audit log, keeping what the store refuses until it takes it.
+    audit_log: Arc<AuditLog>,
 }
 
 #[derive(Debug, Default)]
@@ -191,6 +193,7 @@ impl Admin {
         started: StoredApps,
     ) -> Self {
         let clients: Vec<Arc<ClientSettings>> = config_clients.into_iter().map(Arc::new).collect();
+        let store_for_audit = store.clone();
         Self {
             keeper,
             store,
@@ -205,6 +208,10 @@ impl Admin {
                 clients: HashMap::new(),
             }),
             version: Mutex::new(None),
+            audit_log: Arc::new(AuditLog {
+                store: store_for_audit,
+                backlog: Mutex::default(),
+            }),
         }
     }
 
@@ -464,21 +471,21 @@ impl Admin {
 
     /// Appends to the audit log; a store failure is logged, never the caller's.
     pub async fn audit(&self, client: &str, action: &str, app: Option<&str>, result: &str) {
-        audit(self.store.as_ref(), client, action, app, result).await;
+        self.audit_log
+            .write(audit_entry(client, action, app, result))
+            .await;
     }
 
     /// As [`Admin::audit`], in the background (for routes on the serving path).
     pub fn audit_later(&self, client: &str, action: &str, app: Option<&str>, result: &str) {
-        let store = self.store.clone();
-        let (client, action, app, result) = (
-            client.to_owned(),
-            action.to_owned(),
-            app.map(str::to_owned),
-            result.to_owned(),
-        );
-        tokio::spawn(async move {
-            audit(store.as_ref(), &client, &action, app.as_deref(), &result).await;
-        });
+        let log = self.audit_log.clone();
+        let entry = audit_entry(client, action, app, result);
+        tokio::spawn(async move { log.write(entry).await });
+    }
+
+    /// Audit entries the store refused and that wait to be written again.
+    pub fn audit_backlog(&self) -> usize {
+        self.audit_log.backlog().entries.len()
     }
 
     /// Audits an invalidation's outcome (in the background): `refreshed`, `current`
@@ -508,16 +515,104 @@ impl Admin {
     }
 }
 
-async fn audit(store: &dyn Store, client: &str, action: &str, app: Option<&str>, result: &str) {
-    let entry = AuditEntry {
+fn audit_entry(client: &str, action: &str, app: Option<&str>, result: &str) -> AuditEntry {
+    AuditEntry {
         at_ms: unix_now_ms(),
         client: client.to_owned(),
         action: action.to_owned(),
         app: app.map(str::to_owned),
         result: result.to_owned(),
-    };
-    if let Err(e) = store.audit_append(entry).await {
-        warn!(action, error = %e, "could not write the audit log");
+    }
+}
+
+/// How often audit entries the store refused are tried again.
+const AUDIT_RETRY_EVERY: Duration = Duration::from_secs(2);
+/// The most refused audit entries kept in memory; beyond it the oldest are dropped.
+pub const MAX_AUDIT_BACKLOG: usize = 10_000;
+/// Audit entries dropped because the store refused them for too long.
+pub const AUDIT_DROPPED_TOTAL: &str = "wxtoken_audit_entries_dropped_total";
+
+/// The audit log's writer. An entry the store refuses (Redis down, a read-only or full
+/// SQLite file) is kept and written again every [`AUDIT_RETRY_EVERY`] with its own time,
+/// and entries made meanwhile queue behind it, so the log keeps its order and loses
+/// nothing unless more than [`MAX_AUDIT_BACKLOG`] wait (or the process stops first).
+struct AuditLog {
+    store: Arc<dyn Store>,
+    backlog: Mutex<AuditBacklog>,
+}
+
+#[derive(Default)]
+struct AuditBacklog {
+    /// Oldest first, each with its number (so the retry removes only what it wrote).
+    entries: std::collections::VecDeque<(u64, AuditEntry)>,
+    next: u64,
+    /// Whether the retry task runs.
+    retrying: bool,
+}
+
+impl AuditLog {
+    fn backlog(&self) -> std::sync::MutexGuard<'_, AuditBacklog> {
+        self.backlog.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn write(self: &Arc<Self>, entry: AuditEntry) {
+        if !self.backlog().entries.is_empty() {
+            self.keep(entry);
+            return;
+        }
+        if let Err(e) = self.store.audit_append(entry.clone()).await {
+            warn!(action = %entry.action, error = %e, "could not write the audit log; keeping the entry and trying again every 2 s");
+            self.keep(entry);
+        }
+    }
+
+    /// Queues `entry` and starts the retry task if it is not running.
+    fn keep(self: &Arc<Self>, entry: AuditEntry) {
+        let mut backlog = self.backlog();
+        if backlog.entries.len() >= MAX_AUDIT_BACKLOG {
+            if let Some((_, dropped)) = backlog.entries.pop_front() {
+                warn!(action = %dropped.action, at_ms = dropped.at_ms, "the store has refused the audit log for too long; dropping its oldest waiting entry");
+                metrics::counter!(AUDIT_DROPPED_TOTAL).increment(1);
+            }
+        }
+        let number = backlog.next;
+        backlog.next += 1;
+        backlog.entries.push_back((number, entry));
+        if !backlog.retrying {
+            backlog.retrying = true;
+            tokio::spawn(self.clone().retry());
+        }
+    }
+
+    /// Writes the waiting entries in order until none is left.
+    async fn retry(self: Arc<Self>) {
+        let mut written = 0usize;
+        loop {
+            tokio::time::sleep(AUDIT_RETRY_EVERY).await;
+            loop {
+                let front = self.backlog().entries.front().cloned();
+                let Some((number, entry)) = front else {
+                    let mut backlog = self.backlog();
+                    if backlog.entries.is_empty() {
+                        backlog.retrying = false;
+                        info!(
+                            written,
+                            "the store takes the audit log again; wrote the entries it had refused"
+                        );
+                        return;
+                    }
+                    continue;
+                };
+                if self.store.audit_append(entry).await.is_err() {
+                    break;
+                }
+                written += 1;
+                let mut backlog = self.backlog();
+                if backlog.entries.front().is_some_and(|(n, _)| *n == number) {
+                    backlog.entries.pop_front();
+                }
+            }
+        }
     }
 }
 
@@ -542,4 +637,75 @@ pub fn new_client_key() -> String {
     let mut bytes = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
     format!("wxt_{}", hex::encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    fn log_on(store: Arc<SqliteStore>) -> Arc<AuditLog> {
+        Arc::new(AuditLog {
+            store,
+            backlog: Mutex::default(),
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_audit_entries_are_written_later_in_order_with_their_own_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(SqliteStore::open(&dir.path().join("a.db")).expect("store"));
+        let log = log_on(store.clone());
+        store.set_read_only(true).await.expect("read-only");
+        let made: Vec<AuditEntry> = ["first", "second", "third"]
+            .iter()
+            .map(|action| audit_entry("ops", action, Some("shop"), "ok"))
+            .collect();
+        for entry in &made {
+            log.write(entry.clone()).await;
+        }
+        assert_eq!(log.backlog().entries.len(), 3);
+        assert!(store.audit_since(0, 10).await.expect("read").is_empty());
+
+        store.set_read_only(false).await.expect("writable");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !log.backlog().entries.is_empty() || log.backlog().retrying {
+            assert!(std::time::Instant::now() < deadline, "never written");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let written = store.audit_since(0, 10).await.expect("read");
+        let seen: Vec<(&str, u64)> = written
+            .iter()
+            .map(|e| (e.action.as_str(), e.at_ms))
+            .collect();
+        let expected: Vec<(&str, u64)> =
+            made.iter().map(|e| (e.action.as_str(), e.at_ms)).collect();
+        assert_eq!(seen, expected);
+        // The store takes entries again: the next one is written at once.
+        log.write(audit_entry("ops", "fourth", None, "ok")).await;
+        assert_eq!(store.audit_since(0, 10).await.expect("read").len(), 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_most_the_backlog_limit_waits_and_the_oldest_go_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(SqliteStore::open(&dir.path().join("a.db")).expect("store"));
+        let log = log_on(store.clone());
+        store.set_read_only(true).await.expect("read-only");
+        for n in 0..=MAX_AUDIT_BACKLOG {
+            log.write(audit_entry("ops", &format!("action-{n}"), None, "ok"))
+                .await;
+        }
+        let backlog = log.backlog();
+        assert_eq!(backlog.entries.len(), MAX_AUDIT_BACKLOG);
+        assert_eq!(
+            backlog.entries.front().map(|(_, e)| e.action.as_str()),
+            Some("action-1"),
+            "the oldest was dropped"
+        );
+        assert_eq!(
+            backlog.entries.back().map(|(_, e)| e.action.clone()),
+            Some(format!("action-{MAX_AUDIT_BACKLOG}"))
+        );
+    }
 }

@@ -266,6 +266,10 @@ fn describe_metrics() {
         "Log lines dropped because stdout could not keep up"
     );
     describe_counter!(
+        crate::admin::AUDIT_DROPPED_TOTAL,
+        "Audit entries dropped because the store refused them while more than 10,000 waited"
+    );
+    describe_counter!(
         "wxtoken_upstream_calls_total",
         "Calls to WeChat's credential endpoints (tokens and tickets), by app and API"
     );
@@ -417,6 +421,13 @@ impl Server {
             reloader.abort();
         }
         self.keeper.shutdown(KEEPER_STOP_TIMEOUT).await;
+        let unwritten = self.state.admin.audit_backlog();
+        if unwritten > 0 {
+            tracing::warn!(
+                unwritten,
+                "stopping with audit entries the store still refuses: they are lost"
+            );
+        }
         info!("stopped");
         Ok(())
     }

@@ -427,6 +427,7 @@ scopes = ["read", "invalidate"]
     }
 
     store.set_read_only(false).await.expect("writable");
+    let cleared_at = unix_now_ms();
     let deadline = Instant::now() + Duration::from_secs(6);
     loop {
         let (_, ready) = get(&http, format!("{base}/readyz")).await;
@@ -460,6 +461,25 @@ scopes = ["read", "invalidate"]
     assert_eq!(
         counted, 2,
         "the call made while read-only is counted too: {usage:?}"
+    );
+    // So is the report's audit entry, with the time it was made, in the order made.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let audited = loop {
+        let entries = store.audit_since(0, 100).await.expect("audit");
+        if !entries.is_empty() {
+            break entries;
+        }
+        assert!(Instant::now() < deadline, "the audit entry was lost");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert_eq!(
+        (audited[0].action.as_str(), audited[0].app.as_deref()),
+        ("token.invalidate", Some("shop"))
+    );
+    assert!(
+        audited[0].at_ms < cleared_at,
+        "written with the time it was made"
     );
 
     // A restart on the file serves the written token without calling WeChat.
