@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -136,8 +137,18 @@ pub struct Alerts {
 struct Inner {
     /// Held only for map and queue updates, never across an await.
     state: Mutex<State>,
-    /// One queue per hook, drained by its delivery task.
-    hooks: Vec<(String, mpsc::Sender<Arc<Event>>)>,
+    /// One queue per hook, drained by its delivery task; replaced whole by a reload
+    /// ([`Alerts::set_hooks`]). A replaced queue's task sends what it holds, then ends.
+    hooks: ArcSwap<Hooks>,
+    /// Posts to every hook (its connection pool is shared).
+    client: reqwest::Client,
+}
+
+/// The hooks in use, as configured and as queues.
+#[derive(Default)]
+struct Hooks {
+    settings: Vec<HookSettings>,
+    queues: Vec<(String, mpsc::Sender<Arc<Event>>)>,
 }
 
 #[derive(Default)]
@@ -151,7 +162,7 @@ struct State {
 impl std::fmt::Debug for Alerts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Alerts")
-            .field("hooks", &self.inner.hooks.len())
+            .field("hooks", &self.inner.hooks.load().queues.len())
             .finish_non_exhaustive()
     }
 }
@@ -164,19 +175,36 @@ impl Alerts {
             .timeout(REQUEST_TIMEOUT)
             .build()
             .unwrap_or_default();
-        let mut hooks = Vec::with_capacity(settings.hooks.len());
-        for hook in &settings.hooks {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            let post = post_with(client.clone(), hook.clone());
-            tokio::spawn(deliver(hook.max_per_minute, rx, post));
-            hooks.push((hook.redacted_url(), tx));
-        }
-        Self {
+        let alerts = Self {
             inner: Arc::new(Inner {
                 state: Mutex::default(),
-                hooks,
+                hooks: ArcSwap::default(),
+                client,
             }),
+        };
+        alerts.set_hooks(&settings.hooks);
+        alerts
+    }
+
+    /// Sends from now on to `hooks` (a reloaded `[[alerts]]`); returns whether they
+    /// differ from the hooks in use. Open incidents stay open; messages already queued
+    /// for a hook that is gone are still sent to it.
+    pub fn set_hooks(&self, hooks: &[HookSettings]) -> bool {
+        if self.inner.hooks.load().settings == hooks {
+            return false;
         }
+        let mut queues = Vec::with_capacity(hooks.len());
+        for hook in hooks {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let post = post_with(self.inner.client.clone(), hook.clone());
+            tokio::spawn(deliver(hook.max_per_minute, rx, post));
+            queues.push((hook.redacted_url(), tx));
+        }
+        self.inner.hooks.store(Arc::new(Hooks {
+            settings: hooks.to_vec(),
+            queues,
+        }));
+        true
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -311,7 +339,7 @@ impl Alerts {
             state.recent.push_back(event.clone());
         }
         let event = Arc::new(event);
-        for (url, queue) in &self.inner.hooks {
+        for (url, queue) in &self.inner.hooks.load().queues {
             if queue.try_send(event.clone()).is_err() {
                 metrics::counter!("wxtoken_alert_delivery_failures_total", "reason" => "queue_full")
                     .increment(1);
@@ -497,7 +525,11 @@ fn start_with(max_per_minute: u32, post: Post) -> Alerts {
     Alerts {
         inner: Arc::new(Inner {
             state: Mutex::default(),
-            hooks: vec![("fake".into(), tx)],
+            hooks: ArcSwap::from_pointee(Hooks {
+                settings: Vec::new(),
+                queues: vec![("fake".into(), tx)],
+            }),
+            client: reqwest::Client::new(),
         }),
     }
 }

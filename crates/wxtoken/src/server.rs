@@ -433,6 +433,36 @@ impl Server {
     }
 }
 
+/// Applies a reloaded, valid config file: the alert hooks first (so that what the
+/// reloaded apps raise goes to them), then apps and clients, then the keeper's settings.
+/// Returns the audit log's summary.
+async fn apply_reload(state: &AppState, settings: Settings) -> String {
+    let hooks_changed = state
+        .keeper
+        .alerts()
+        .set_hooks(&settings.keeper.alerts.hooks);
+    match state.admin.reload(&settings.apps, settings.clients).await {
+        Ok(summary) => {
+            state.apps_changed();
+            let hooks = settings.keeper.alerts.hooks.len();
+            state.keeper.set_settings(settings.keeper);
+            info!(
+                hooks,
+                hooks_changed,
+                "[keeper] timing and budgets (with upstream.daily_budget and \
+                 upstream.clear_quota_monthly_budget) and [[alerts]] reloaded; [server], \
+                 [store], the rest of [upstream], [gateway] and \
+                 keeper.authorizer_refresh_per_sec take effect at the next start"
+            );
+            summary
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "config reload failed in the store");
+            format!("failed: {e}")
+        }
+    }
+}
+
 /// The accept loop (axum::serve's, plus the limits): at most `max_connections` open at
 /// once (the next accept waits for one to close), each with a header read timeout and a
 /// bound on the request head. After `shutdown`, stops accepting and waits for the open
@@ -562,23 +592,7 @@ async fn reload_on_sighup(state: AppState, path: std::path::PathBuf) {
         while hangups.recv().await.is_some() {
             info!(path = %path.display(), "SIGHUP: reloading the config file");
             let result = match Settings::load(&path) {
-                Ok(settings) => match state.admin.reload(&settings.apps, settings.clients).await {
-                    Ok(summary) => {
-                        state.apps_changed();
-                        state.keeper.set_settings(settings.keeper);
-                        info!(
-                            "[keeper] timing and budgets (with upstream.daily_budget and \
-                             upstream.clear_quota_monthly_budget) reloaded; [server], [store], \
-                             the rest of [upstream], [gateway], [[alerts]] and \
-                             keeper.authorizer_refresh_per_sec take effect at the next start"
-                        );
-                        summary
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "config reload failed in the store");
-                        format!("failed: {e}")
-                    }
-                },
+                Ok(settings) => apply_reload(&state, settings).await,
                 Err(e) => {
                     tracing::error!("config reload refused, the running config is kept: {e}");
                     format!("refused: {e}")

@@ -287,7 +287,7 @@ pub struct AppQuota {
 }
 
 /// One `[[alerts]]` webhook.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct HookSettings {
     /// Where incidents are POSTed. A WeCom robot's URL carries its key: never logged
     /// whole (see [`HookSettings::redacted_url`]).

@@ -403,3 +403,84 @@ async fn a_shared_store_down_is_alerted_and_resolved_when_it_answers_again() {
     assert_eq!(received[1]["incident"], "store#unreachable");
     assert_eq!(received[1]["event"], "resolved");
 }
+
+/// Sends SIGHUP to a `wxtoken serve` process.
+fn hangup(process: &crate::helpers::Process) {
+    let pid = process.child.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+/// The open incidents of a served process.
+async fn open_incidents(base: &str) -> Vec<String> {
+    let body: Value = reqwest::Client::new()
+        .get(format!("{base}/v1/alerts"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    body["open"]
+        .as_array()
+        .expect("open")
+        .iter()
+        .filter_map(|o| o["incident"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_alert_hooks() {
+    let (hook, url) = Hook::start(vec![]).await;
+    let (_emulator, _dir, config) = crate::helpers::emulator_and_config(&Options::default()).await;
+    let original = std::fs::read_to_string(&config).expect("config");
+    let process = crate::helpers::serve(&config).await;
+    // An app whose secret WeChat refuses: a configuration error as soon as it starts.
+    let broken = |id: &str| {
+        format!(
+            "\n[[apps]]\nid = \"{id}\"\nappid = \"{}\"\nsecret = \"a-wrong-secret\"\n",
+            crate::helpers::APPID
+        )
+    };
+
+    // No hook at start; the reload adds one and an app that fails: its alert is sent.
+    let with_hook = format!(
+        "{original}{}\n[[alerts]]\nurl = \"{url}\"\n",
+        broken("broken")
+    );
+    std::fs::write(&config, &with_hook).expect("write");
+    hangup(&process);
+    hook.until("the reloaded hook's alert", |_| {
+        !hook.about("broken").is_empty()
+    })
+    .await;
+    let sent = hook.about("broken");
+    assert_eq!(
+        sent[0]["incident"],
+        "broken/access_token#configuration_error"
+    );
+    assert_eq!(sent[0]["event"], "raised");
+    // `other` failed before there was a hook: its incident is open, not sent again.
+    assert!(hook.about("other").is_empty(), "{:#?}", hook.received());
+
+    // The hook removed: a new app's incident opens, and nothing is sent.
+    let without = format!("{original}{}{}", broken("broken"), broken("broken2"));
+    std::fs::write(&config, &without).expect("write");
+    hangup(&process);
+    let incident = "broken2/access_token#configuration_error".to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !open_incidents(&process.base).await.contains(&incident) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{incident} never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Give a (wrongly) kept hook the time a delivery takes on loopback.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(hook.about("broken2").is_empty(), "{:#?}", hook.received());
+}
