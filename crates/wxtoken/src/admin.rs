@@ -23,7 +23,7 @@ use crate::config::{
 use crate::credential::unix_now_ms;
 use crate::keeper::Keeper;
 use crate::secrets::{Sealer, app_aad};
-use crate::store::{AuditEntry, Registry, Store, StoreError};
+use crate::store::{AuditEntry, AuditFilter, Registry, Store, StoreError};
 
 /// How often the registry's version is polled for changes made elsewhere.
 pub const POLL_EVERY: Duration = Duration::from_millis(250);
@@ -505,13 +505,14 @@ impl Admin {
         self.audit_later(client, action, Some(app), &result);
     }
 
-    /// The audit log from `since_ms`, oldest first.
+    /// The audit log from `since_ms` that `filter` shows, oldest first.
     pub async fn audit_since(
         &self,
         since_ms: u64,
         limit: usize,
+        filter: AuditFilter,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        self.store.audit_since(since_ms, limit).await
+        self.store.audit_since(since_ms, limit, filter).await
     }
 }
 
@@ -665,7 +666,13 @@ mod tests {
             log.write(entry.clone()).await;
         }
         assert_eq!(log.backlog().entries.len(), 3);
-        assert!(store.audit_since(0, 10).await.expect("read").is_empty());
+        assert!(
+            store
+                .audit_since(0, 10, AuditFilter::All)
+                .await
+                .expect("read")
+                .is_empty()
+        );
 
         store.set_read_only(false).await.expect("writable");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -673,7 +680,10 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "never written");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let written = store.audit_since(0, 10).await.expect("read");
+        let written = store
+            .audit_since(0, 10, AuditFilter::All)
+            .await
+            .expect("read");
         let seen: Vec<(&str, u64)> = written
             .iter()
             .map(|e| (e.action.as_str(), e.at_ms))
@@ -683,7 +693,14 @@ mod tests {
         assert_eq!(seen, expected);
         // The store takes entries again: the next one is written at once.
         log.write(audit_entry("ops", "fourth", None, "ok")).await;
-        assert_eq!(store.audit_since(0, 10).await.expect("read").len(), 4);
+        assert_eq!(
+            store
+                .audit_since(0, 10, AuditFilter::All)
+                .await
+                .expect("read")
+                .len(),
+            4
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,8 +25,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::credential::CredentialKey;
 use crate::store::{
-    AuditEntry, AuthorizerRecord, Coordination, Pruned, Registry, Store, StoreError, UsageRow,
-    VerifyTicket,
+    AuditEntry, AuditFilter, AuthorizerRecord, Coordination, Pruned, Registry, Store, StoreError,
+    UsageRow, VerifyTicket,
 };
 
 const PREFIX: &str = "sealed:v1:";
@@ -411,8 +411,9 @@ impl Store for SealedStore {
         &self,
         since_ms: u64,
         limit: usize,
+        filter: AuditFilter,
     ) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
-        self.inner.audit_since(since_ms, limit)
+        self.inner.audit_since(since_ms, limit, filter)
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -16,6 +16,7 @@ use super::error::ApiError;
 use super::{AppState, Path, parse_json};
 use crate::admin::{AdminError, ClientView};
 use crate::config::{AppGrant, ConfigError, Scope};
+use crate::store::AuditFilter;
 
 /// The most audit entries one request returns.
 const MAX_AUDIT_LIMIT: usize = 1000;
@@ -145,9 +146,22 @@ pub async fn list_clients(
     caller: Caller,
 ) -> Result<Json<ClientList>, ApiError> {
     caller.require(Scope::Admin)?;
-    Ok(Json(ClientList {
-        clients: state.admin.list_clients(),
-    }))
+    // An admin key limited to some apps sees the clients it could give out: those
+    // limited to its apps (a client of "*" is seen by an admin key of "*" only).
+    let clients = state
+        .admin
+        .list_clients()
+        .into_iter()
+        .filter(|client| {
+            let grant = if client.apps.iter().any(|a| a == "*") {
+                AppGrant::All
+            } else {
+                AppGrant::Only(client.apps.clone())
+            };
+            may_grant(&caller, &grant).is_ok()
+        })
+        .collect();
+    Ok(Json(ClientList { clients }))
 }
 
 #[derive(Deserialize)]
@@ -282,9 +296,17 @@ pub async fn audit(
             _ => {}
         }
     }
+    // An admin key limited to some apps reads the entries about its apps and its own.
+    let filter = match &caller.0.apps {
+        AppGrant::All => AuditFilter::All,
+        AppGrant::Only(apps) => AuditFilter::Limited {
+            apps: apps.clone(),
+            client: caller.0.name.clone(),
+        },
+    };
     let entries = state
         .admin
-        .audit_since(since.saturating_mul(1000), limit)
+        .audit_since(since.saturating_mul(1000), limit, filter)
         .await
         .map_err(|e| ApiError::StoreUnavailable(format!("cannot read the audit log: {e}")))?;
     Ok(Json(AuditPage {

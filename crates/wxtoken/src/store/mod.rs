@@ -187,6 +187,27 @@ pub struct AuditEntry {
     pub result: String,
 }
 
+/// Which audit entries a reader is shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditFilter {
+    /// Every entry (an admin key for every app).
+    All,
+    /// An admin key limited to some apps: the entries about those apps and the
+    /// entries of its own actions.
+    Limited { apps: Vec<String>, client: String },
+}
+
+impl AuditFilter {
+    pub fn shows(&self, entry: &AuditEntry) -> bool {
+        match self {
+            AuditFilter::All => true,
+            AuditFilter::Limited { apps, client } => {
+                entry.client == *client || entry.app.as_ref().is_some_and(|app| apps.contains(app))
+            }
+        }
+    }
+}
+
 /// Audit entries are kept this many days.
 pub const AUDIT_KEEP_DAYS: u64 = 90;
 
@@ -307,11 +328,12 @@ pub trait Store: Send + Sync + 'static {
     /// Appends one entry to the audit log.
     fn audit_append(&self, entry: AuditEntry) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Up to `limit` entries at or after `since_ms`, oldest first.
+    /// Up to `limit` entries at or after `since_ms` that `filter` shows, oldest first.
     fn audit_since(
         &self,
         since_ms: u64,
         limit: usize,
+        filter: AuditFilter,
     ) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>>;
 
     /// Whether the store answers (readiness).

@@ -24,8 +24,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::{
-    AuditEntry, AuthorizerRecord, AuthorizerState, Coordination, Registry, Saved, Store,
-    StoreError, Update, UsageRow, VerifyTicket,
+    AuditEntry, AuditFilter, AuthorizerRecord, AuthorizerState, Coordination, Registry, Saved,
+    Store, StoreError, Update, UsageRow, VerifyTicket,
 };
 use crate::credential::{CredentialKey, CredentialKind, Token};
 
@@ -947,27 +947,42 @@ impl Store for RedisStore {
         &self,
         since_ms: u64,
         limit: usize,
+        filter: AuditFilter,
     ) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
         let mut conn = self.conn.clone();
         async move {
-            let rows: Vec<(String, HashMap<String, String>)> = within(
-                self.op_timeout,
-                redis::cmd("XRANGE")
-                    .arg(AUDIT_KEY)
-                    .arg(since_ms)
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(limit)
-                    .query_async(&mut conn),
-            )
-            .await?;
-            rows.into_iter()
-                .filter_map(|(_, fields)| fields.get("entry").cloned())
-                .map(|json| {
-                    serde_json::from_str(&json)
-                        .map_err(|e| StoreError::Corrupt(format!("an audit entry: {e}")))
-                })
-                .collect()
+            // Pages of the stream from `since_ms` on, each after the last id read, until
+            // `limit` entries are shown or the stream ends.
+            let mut start = since_ms.to_string();
+            let mut shown = Vec::new();
+            while shown.len() < limit {
+                let rows: Vec<(String, HashMap<String, String>)> = within(
+                    self.op_timeout,
+                    redis::cmd("XRANGE")
+                        .arg(AUDIT_KEY)
+                        .arg(&start)
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(limit.max(100))
+                        .query_async(&mut conn),
+                )
+                .await?;
+                let Some((last, _)) = rows.last() else {
+                    break;
+                };
+                start = format!("({last}");
+                for (_, fields) in &rows {
+                    let Some(json) = fields.get("entry") else {
+                        continue;
+                    };
+                    let entry: AuditEntry = serde_json::from_str(json)
+                        .map_err(|e| StoreError::Corrupt(format!("an audit entry: {e}")))?;
+                    if shown.len() < limit && filter.shows(&entry) {
+                        shown.push(entry);
+                    }
+                }
+            }
+            Ok(shown)
         }
         .boxed()
     }

@@ -12,8 +12,8 @@ use futures::future::BoxFuture;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AuditEntry, AuthorizerRecord, AuthorizerState, Pruned, Registry, Store, StoreError, UsageRow,
-    VerifyTicket,
+    AuditEntry, AuditFilter, AuthorizerRecord, AuthorizerState, Pruned, Registry, Store,
+    StoreError, UsageRow, VerifyTicket,
 };
 use crate::credential::{CredentialKey, Token};
 
@@ -496,13 +496,16 @@ impl Store for SqliteStore {
         &self,
         since_ms: u64,
         limit: usize,
+        filter: AuditFilter,
     ) -> BoxFuture<'_, Result<Vec<AuditEntry>, StoreError>> {
         self.run(move |conn| {
+            // Rows are read one by one until `limit` are shown: a filter that shows few
+            // entries reads further, never the whole table at once.
             let mut stmt = conn.prepare_cached(
                 "SELECT at_ms, client, action, app, result FROM audit
-                 WHERE at_ms >= ?1 ORDER BY seq LIMIT ?2",
+                 WHERE at_ms >= ?1 ORDER BY seq",
             )?;
-            let rows = stmt.query_map(params![since_ms as i64, limit as i64], |row| {
+            let rows = stmt.query_map(params![since_ms as i64], |row| {
                 Ok(AuditEntry {
                     at_ms: row.get::<_, i64>(0)? as u64,
                     client: row.get(1)?,
@@ -511,7 +514,17 @@ impl Store for SqliteStore {
                     result: row.get(4)?,
                 })
             })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let mut shown = Vec::new();
+            for row in rows {
+                if shown.len() == limit {
+                    break;
+                }
+                let entry = row?;
+                if filter.shows(&entry) {
+                    shown.push(entry);
+                }
+            }
+            Ok(shown)
         })
     }
 

@@ -852,6 +852,62 @@ async fn every_route_admits_exactly_the_callers_it_should() {
     .await;
     assert_eq!(answer.0, 204, "{answer:?}");
 
+    // ...and lists only the clients it could give out, and reads only the audit
+    // entries about its app or its own; an admin key of every app sees them all.
+    let body = json!({"name": "other-reader", "apps": ["other"], "scopes": ["read"]});
+    let answer = send(
+        &app,
+        "POST",
+        "/v1/clients",
+        Some(&other_admin),
+        Some(body.to_string()),
+    )
+    .await;
+    assert_eq!(answer.0, 201, "{answer:?}");
+    let names = |answer: &(u16, Value, Option<String>)| -> BTreeSet<String> {
+        answer.1["clients"]
+            .as_array()
+            .expect("clients")
+            .iter()
+            .map(|c| c["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    let limited = send(&app, "GET", "/v1/clients", Some(&other_admin), None).await;
+    assert_eq!(limited.0, 200, "{limited:?}");
+    assert_eq!(
+        names(&limited),
+        BTreeSet::from(["other-app".to_owned(), "other-reader".to_owned()])
+    );
+    let admin = format!("Bearer {ADMIN}");
+    let everyone = send(&app, "GET", "/v1/clients", Some(&admin), None).await;
+    assert!(
+        names(&everyone).is_superset(&names(&limited)) && names(&everyone).contains("admin"),
+        "{everyone:?}"
+    );
+    let audit = |key: String| {
+        let app = &app;
+        async move {
+            let answer = send(app, "GET", "/v1/audit?since=0&limit=1000", Some(&key), None).await;
+            assert_eq!(answer.0, 200, "{answer:?}");
+            answer.1["entries"].as_array().expect("entries").clone()
+        }
+    };
+    let seen = audit(other_admin.clone()).await;
+    assert!(!seen.is_empty());
+    for entry in &seen {
+        assert!(
+            entry["client"] == "other-app" || entry["app"] == "other",
+            "{entry}"
+        );
+    }
+    let all = audit(admin).await;
+    assert!(
+        all.iter()
+            .any(|e| e["client"] != "other-app" && e["app"] != "other"),
+        "the matrix's own admin actions are in the log: {all:?}"
+    );
+    assert!(all.len() > seen.len());
+
     // Every route of the router has a row, and every row names a route.
     let in_router = router_routes();
     let in_table: BTreeSet<String> = rows

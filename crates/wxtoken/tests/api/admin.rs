@@ -703,3 +703,71 @@ async fn the_cli_manages_apps_and_clients_of_a_running_server() {
     );
     server.stop().await;
 }
+
+/// The audit log as an admin key limited to `shop` reads it, on a store holding many
+/// entries of which few are shown: every shown one and no other, in order, up to the
+/// limit, through more than one page of the Redis stream.
+async fn a_limited_reader_sees_its_entries_through_many_pages(store: &dyn wxtoken::store::Store) {
+    use wxtoken::store::{AuditEntry, AuditFilter};
+    for n in 0..450u64 {
+        let (client, app) = match n % 50 {
+            0 => ("shop-admin", None),
+            1 => ("ops", Some("shop")),
+            _ => ("ops", Some("other")),
+        };
+        store
+            .audit_append(AuditEntry {
+                at_ms: 1_000 + n,
+                client: client.into(),
+                action: format!("action-{n}"),
+                app: app.map(str::to_owned),
+                result: "ok".into(),
+            })
+            .await
+            .expect("append");
+    }
+    let limited = AuditFilter::Limited {
+        apps: vec!["shop".into()],
+        client: "shop-admin".into(),
+    };
+    let shown = store
+        .audit_since(0, 1000, limited.clone())
+        .await
+        .expect("read");
+    let actions: Vec<String> = shown.iter().map(|e| e.action.clone()).collect();
+    let expected: Vec<String> = (0..450u64)
+        .filter(|n| n % 50 < 2)
+        .map(|n| format!("action-{n}"))
+        .collect();
+    assert_eq!(actions, expected);
+    // Redis reads at least 100 a page: the fifth shown entry is on the second page.
+    let first = store.audit_since(0, 5, limited).await.expect("read");
+    let actions: Vec<&str> = first.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["action-0", "action-1", "action-50", "action-51", "action-100"]
+    );
+    let all = store
+        .audit_since(0, 1000, AuditFilter::All)
+        .await
+        .expect("read");
+    assert_eq!(all.len(), 450);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limited_admin_reads_only_its_audit_entries_on_sqlite_and_redis() {
+    let dir = tempfile::tempdir().expect("dir");
+    let sqlite = wxtoken::store::SqliteStore::open(&dir.path().join("audit.db")).expect("sqlite");
+    a_limited_reader_sees_its_entries_through_many_pages(&sqlite).await;
+    let redis = RedisServer::start().await;
+    let store = wxtoken::store::RedisStore::connect(wxtoken::store::RedisOptions {
+        url: redis.url(),
+        op_timeout: Duration::from_secs(1),
+        tls_ca_pem: None,
+        cluster: false,
+        seeds: Vec::new(),
+    })
+    .await
+    .expect("connect");
+    a_limited_reader_sees_its_entries_through_many_pages(&store).await;
+}

@@ -465,7 +465,10 @@ scopes = ["read", "invalidate"]
     // So is the report's audit entry, with the time it was made, in the order made.
     let deadline = Instant::now() + Duration::from_secs(6);
     let audited = loop {
-        let entries = store.audit_since(0, 100).await.expect("audit");
+        let entries = store
+            .audit_since(0, 100, wxtoken::store::AuditFilter::All)
+            .await
+            .expect("audit");
         if !entries.is_empty() {
             break entries;
         }
