@@ -745,7 +745,13 @@ async fn a_limited_reader_sees_its_entries_through_many_pages(store: &dyn wxtoke
     let actions: Vec<&str> = first.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(
         actions,
-        ["action-0", "action-1", "action-50", "action-51", "action-100"]
+        [
+            "action-0",
+            "action-1",
+            "action-50",
+            "action-51",
+            "action-100"
+        ]
     );
     let all = store
         .audit_since(0, 1000, AuditFilter::All)
