@@ -766,14 +766,6 @@ async fn a_limited_admin_reads_only_its_audit_entries_on_sqlite_and_redis() {
     let sqlite = wxtoken::store::SqliteStore::open(&dir.path().join("audit.db")).expect("sqlite");
     a_limited_reader_sees_its_entries_through_many_pages(&sqlite).await;
     let redis = RedisServer::start().await;
-    let store = wxtoken::store::RedisStore::connect(wxtoken::store::RedisOptions {
-        url: redis.url(),
-        op_timeout: Duration::from_secs(1),
-        tls_ca_pem: None,
-        cluster: false,
-        seeds: Vec::new(),
-    })
-    .await
-    .expect("connect");
+    let store = redis.store().await;
     a_limited_reader_sees_its_entries_through_many_pages(&store).await;
 }

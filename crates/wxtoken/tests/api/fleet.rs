@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use wechat_emulator::{AppCredentials, Config as EmulatorConfig, RunningEmulator, TokenCheck};
 use wxtoken::credential::{CredentialKey, Token};
-use wxtoken::store::{RedisOptions, RedisStore, Store, Update};
+use wxtoken::store::{Store, Update};
 use wxtoken::{Server, Settings};
 
 use crate::helpers::{APPID, KEY, SECRET, serve};
@@ -262,15 +262,7 @@ async fn invalidate_sent_to_one_instance_is_seen_by_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_writer_cannot_overwrite_a_newer_generation() {
     let redis = RedisServer::start().await;
-    let store = RedisStore::connect(RedisOptions {
-        url: redis.url(),
-        op_timeout: Duration::from_secs(1),
-        tls_ca_pem: None,
-        cluster: false,
-        seeds: Vec::new(),
-    })
-    .await
-    .expect("connect");
+    let store = redis.store().await;
     let coordination = store.coordination().expect("redis coordinates");
     let mut updates = coordination.updates();
     let key = CredentialKey::access_token("shop");
@@ -707,15 +699,7 @@ async fn a_report_is_not_answered_by_a_re_store_of_the_reported_token() {
     };
     let fleet = spawn_fleet_with(1, "stable", &redis, emulator, "", "").await;
     let dead = fleet.token(0).await;
-    let store = RedisStore::connect(RedisOptions {
-        url: redis.url(),
-        op_timeout: Duration::from_secs(1),
-        tls_ca_pem: None,
-        cluster: false,
-        seeds: Vec::new(),
-    })
-    .await
-    .expect("connect");
+    let store = redis.store().await;
     let key = CredentialKey::access_token("shop");
     let stored = store
         .load(key.clone())

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use wechat_emulator::Config as EmulatorConfig;
-use wxtoken::store::{RedisOptions, RedisStore, Store};
+use wxtoken::store::Store;
 use wxtoken::{Server, Settings};
 
 use crate::fleet::spawn_fleet_with;
@@ -62,17 +62,7 @@ async fn a_fleet_shares_one_daily_force_refresh_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_budget_counted_from_two_instances_holds() {
     let redis = RedisServer::start().await;
-    let connect = || async {
-        RedisStore::connect(RedisOptions {
-            url: redis.url(),
-            op_timeout: Duration::from_secs(1),
-            tls_ca_pem: None,
-            cluster: false,
-            seeds: Vec::new(),
-        })
-        .await
-        .expect("connect")
-    };
+    let connect = || async { redis.store().await };
     let (a, b) = (connect().await, connect().await);
     let window = Duration::from_secs(60);
     let takes = (0..10).map(|i| {

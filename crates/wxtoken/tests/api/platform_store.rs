@@ -6,10 +6,7 @@
 use std::time::Duration;
 
 use wxtoken::credential::{CredentialKey, CredentialKind, Token};
-use wxtoken::store::{
-    AuthorizerRecord, AuthorizerState, RedisOptions, RedisStore, SqliteStore, Store, Update,
-    VerifyTicket,
-};
+use wxtoken::store::{AuthorizerRecord, AuthorizerState, SqliteStore, Store, Update, VerifyTicket};
 
 use crate::redis_server::RedisServer;
 
@@ -209,15 +206,7 @@ async fn sqlite_keeps_the_platform_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_keeps_the_platform_contract_and_announces_authorizers() {
     let redis = RedisServer::start().await;
-    let store = RedisStore::connect(RedisOptions {
-        url: redis.url(),
-        op_timeout: Duration::from_secs(1),
-        tls_ca_pem: None,
-        cluster: false,
-        seeds: Vec::new(),
-    })
-    .await
-    .expect("connect");
+    let store = redis.store().await;
     let mut updates = store.coordination().expect("redis").updates();
     // The subscription is live once an announcement of ours comes back.
     let mut probe = 0;

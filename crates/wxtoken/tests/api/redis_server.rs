@@ -96,6 +96,19 @@ impl RedisServer {
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
+    /// A store on this server, as the tests build one (1 s operation timeout).
+    pub async fn store(&self) -> wxtoken::store::RedisStore {
+        wxtoken::store::RedisStore::connect(wxtoken::store::RedisOptions {
+            url: self.url(),
+            op_timeout: Duration::from_secs(1),
+            tls_ca_pem: None,
+            cluster: false,
+            seeds: Vec::new(),
+        })
+        .await
+        .expect("connect")
+    }
+
     pub fn ca_file(&self) -> std::path::PathBuf {
         self.dir.path().join("ca.pem")
     }
