@@ -649,14 +649,6 @@ impl Fixture {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 #[test]
 fn every_generated_hostile_request_gets_a_documented_answer_and_nothing_leaks() {
     let rt = runtime();

@@ -221,14 +221,6 @@ impl Fixture {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 #[test]
 fn the_lane_answers_every_token_shaped_request_as_the_router_does() {
     let rt = runtime();
