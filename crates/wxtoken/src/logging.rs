@@ -573,12 +573,13 @@ mod tests {
         // The first line wakes the idle writer, which writes it and starts gathering.
         writer.make_writer().write_all(b"first\n").expect("queued");
         written(6);
+        // Just enough lines to cross WRITE_AT: the write that crossing wakes takes all
+        // of them, with no gathering time to wait out.
         let line = [b'x'; 99];
-        let lines = WRITE_AT / line.len() + 1;
-        for _ in 0..lines {
+        for _ in 0..WRITE_AT.div_ceil(line.len()) {
             writer.make_writer().write_all(&line).expect("queued");
         }
-        written(6 + lines * line.len());
+        written(6 + WRITE_AT);
         writer.shared.stop.store(true, Ordering::SeqCst);
         writer.shared.wake_writer();
         thread.join().expect("writer thread");

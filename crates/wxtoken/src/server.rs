@@ -190,7 +190,7 @@ pub async fn rotate_master_key(
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
-    router: axum::Router,
+    router: http::hot::HotLane<axum::Router>,
     keeper: Keeper,
     state: AppState,
     /// The config file SIGHUP reloads, if any.
@@ -351,7 +351,7 @@ impl Server {
         );
         Ok(Self {
             listener,
-            router: http::router(state.clone()),
+            router: http::service(state.clone()),
             keeper,
             state,
             config_path: None,
@@ -406,7 +406,7 @@ impl Server {
         // its own lane in front of the router (see http::hot).
         let app = tower::ServiceBuilder::new()
             .map_request(collapse_leading_slashes)
-            .service(http::hot::HotLane::new(self.state.clone(), self.router));
+            .service(self.router);
         let serve = serve(self.listener, app, self.limits, graceful);
         let drain_deadline = async move {
             let _ = signalled_rx.wait_for(|s| *s).await;

@@ -113,6 +113,11 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// What the server serves: the router with the served token's lane in front of it.
+pub fn service(state: AppState) -> hot::HotLane<Router> {
+    hot::HotLane::new(state.clone(), router(state))
+}
+
 /// All routes with their state.
 pub fn router(state: AppState) -> Router {
     // Only routes that read a body carry the limit and the body deadline; the hot GET
@@ -220,7 +225,10 @@ pub fn router(state: AppState) -> Router {
         // WeChat's API prefixes go to the gateway; anything else is 404 there.
         .fallback(gateway::fallback)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        // Last, so that it wraps every route above and the fallback.
+        // Last, so that it wraps every route above and the fallback. A layer added here
+        // is skipped by the token lane (`service`, hot.rs) for `GET
+        // /v1/apps/{app}/access_token`: give the lane the same behaviour, or send that
+        // route back through the router.
         .layer(access::AccessLayer)
         .with_state(state)
 }

@@ -4,6 +4,10 @@
 //! takes them or passes them on. The access lines and metrics of the lane are checked
 //! through the binary in `access_log.rs`.
 
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -18,9 +22,34 @@ use wxtoken::{Server, Settings};
 
 use crate::helpers::*;
 
+/// The router, counting the requests the lane passes on to it: the test sees which way
+/// each request went, not only what came back.
+#[derive(Clone)]
+struct Counting {
+    router: axum::Router,
+    calls: Arc<AtomicUsize>,
+}
+
+impl tower::Service<Request<Body>> for Counting {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = <axum::Router as tower::Service<Request<Body>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        tower::Service::<Request<Body>>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.router.call(request)
+    }
+}
+
 struct Fixture {
     router: axum::Router,
-    lane: HotLane<axum::Router>,
+    lane: HotLane<Counting>,
+    /// Requests the lane passed on to the router.
+    passed_on: Arc<AtomicUsize>,
     _emulator: wechat_emulator::RunningEmulator,
     _dir: tempfile::TempDir,
     _stop: oneshot::Sender<()>,
@@ -43,9 +72,15 @@ impl Fixture {
             let _ = stopped.await;
         }));
         let router = wxtoken::http::router(state.clone());
+        let passed_on = Arc::new(AtomicUsize::new(0));
+        let counting = Counting {
+            router: router.clone(),
+            calls: passed_on.clone(),
+        };
         Self {
-            lane: HotLane::new(state, router.clone()),
+            lane: HotLane::new(state, counting),
             router,
+            passed_on,
             _emulator: emulator,
             _dir: dir,
             _stop: stop,
@@ -128,6 +163,12 @@ fn app_segment() -> impl Strategy<Value = String> {
         1 => Just("shop%2Fx".to_owned()),
         1 => Just("a/b".to_owned()),
         1 => Just("access_token".to_owned()),
+        1 => prop::sample::select(vec![
+            ".", "..", "%2e%2e", "{app}", "*", "SHOP", "%", "%zz", "%E5%BA%97",
+            "authorizers", "proxy", "ticket", "quota", "callback", "timeline", "jssdk",
+        ])
+        .prop_map(str::to_owned),
+        1 => "[a-z]{4096,8192}",
         1 => "[a-zA-Z0-9._~%-]{1,80}",
     ]
 }
@@ -147,6 +188,10 @@ fn target() -> impl Strategy<Value = String> {
         1 => Just("/access_token/invalidate"),
         1 => Just(""),
         1 => Just("/ticket/jsapi"),
+        1 => Just("/access_token//"),
+        1 => Just("/access_token/."),
+        1 => Just("/access_token%2F"),
+        1 => Just("/ACCESS_TOKEN"),
     ];
     let query = prop_oneof![
         4 => Just(String::new()),
@@ -177,7 +222,12 @@ fn authorization() -> impl Strategy<Value = Option<Vec<u8>>> {
 }
 
 fn method() -> impl Strategy<Value = &'static str> {
-    prop_oneof![8 => Just("GET"), 1 => Just("HEAD"), 1 => Just("POST")]
+    prop_oneof![
+        16 => Just("GET"),
+        1 => Just("HEAD"),
+        1 => Just("POST"),
+        1 => prop::sample::select(vec!["OPTIONS", "PUT", "DELETE", "PATCH", "get"]),
+    ]
 }
 
 impl Fixture {
@@ -200,10 +250,19 @@ impl Fixture {
         };
         let laned = is_token_path(request.uri().path()) && method == "GET";
         let wait = Duration::from_secs(10);
+        let before = self.passed_on.load(Ordering::SeqCst);
         let lane = tokio::time::timeout(wait, self.lane.clone().oneshot(request))
             .await
             .map_err(|_| TestCaseError::fail(format!("{target}: the lane did not answer")))?
             .expect("infallible");
+        let passed_on = self.passed_on.load(Ordering::SeqCst) - before;
+        if passed_on != usize::from(!laned) {
+            return Err(TestCaseError::fail(format!(
+                "{method} {target}: expected the lane {}, but {passed_on} request(s) reached \
+                 the router",
+                if laned { "to answer" } else { "to pass it on" }
+            )));
+        }
         let router = tokio::time::timeout(
             wait,
             self.router.clone().oneshot(build().expect("built once")),
